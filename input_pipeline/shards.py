@@ -1,0 +1,119 @@
+"""Dataset folders: `{split}-{i:05d}-of-{n:05d}.tfrecord` shards and dataset_info.json.
+
+Every writer of clip datasets (the demo generator, feature extraction, dataset
+preparation) goes through `write_split` and `write_dataset_info`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from typing import Any, Iterable
+
+from input_pipeline import record_format
+from input_pipeline import tfrecord
+
+DATASET_INFO = "dataset_info.json"
+HOW_TO_GET_DATA = (
+    "Prepare a dataset with `python -m multimodal_gru.prepare ...` and point "
+    "--config.data.dir at its output folder, or run the self-contained demo with "
+    "--config=configs/demo.py.")
+
+
+class DataNotFoundError(FileNotFoundError):
+  """No data where the config points."""
+
+
+def _shard_name(split: str, i: int, n: int) -> str:
+  return f"{split}-{i:05d}-of-{n:05d}.tfrecord"
+
+
+def _shard_pattern(split: str) -> re.Pattern:
+  return re.compile(re.escape(split) + r"-\d{5}-of-\d{5}\.tfrecord")
+
+
+def _existing_shards(data_dir: str, split: str) -> list[str]:
+  pattern = _shard_pattern(split)
+  return sorted(p for p in glob.glob(os.path.join(glob.escape(data_dir), f"{split}-*.tfrecord"))
+                if pattern.fullmatch(os.path.basename(p)))
+
+
+def write_split(out_dir: str, split: str, clips: Iterable[record_format.Clip],
+                num_shards: int, dtype: str = "float16") -> list[str]:
+  """Writes `clips` round-robin into `num_shards` shards; returns their paths.
+
+  Shards of `split` already in `out_dir` are replaced (also those of a different
+  shard count). Each shard is written under a temporary name and renamed when
+  complete; its offset index is built right after.
+  """
+  if num_shards < 1:
+    raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+  os.makedirs(out_dir, exist_ok=True)
+  paths = [os.path.join(out_dir, _shard_name(split, i, num_shards)) for i in range(num_shards)]
+  writers = [tfrecord.TFRecordWriter(p + ".tmp") for p in paths]
+  try:
+    for i, clip in enumerate(clips):
+      writers[i % num_shards].write(record_format.encode(clip, dtype))
+  except BaseException:
+    for w in writers:
+      w.close()
+      os.remove(w.path)
+    raise
+  for w in writers:
+    w.close()
+  for old in _existing_shards(out_dir, split):
+    if old not in paths:
+      os.remove(old)
+      if os.path.exists(tfrecord.index_path(old)):
+        os.remove(tfrecord.index_path(old))
+  for p in paths:
+    os.replace(p + ".tmp", p)
+    tfrecord.load_index(p)
+  return paths
+
+
+def _merge(old: dict, new: dict) -> dict:
+  out = dict(old)
+  for k, v in new.items():
+    out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+  return out
+
+
+def write_dataset_info(out_dir: str, info: dict[str, Any]) -> None:
+  """Merges `info` into `{out_dir}/dataset_info.json` (nested dicts key by key)."""
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, DATASET_INFO)
+  merged = _merge(read_dataset_info(out_dir) if os.path.exists(path) else {}, info)
+  with open(path + ".tmp", "w") as f:
+    json.dump(merged, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(path + ".tmp", path)
+
+
+def read_dataset_info(data_dir: str) -> dict[str, Any]:
+  path = os.path.join(data_dir, DATASET_INFO)
+  if not os.path.exists(path):
+    raise DataNotFoundError(f"{path} does not exist. {HOW_TO_GET_DATA}")
+  with open(path) as f:
+    return json.load(f)
+
+
+def split_files(data_dir: str, split: str) -> list[str]:
+  """Sorted shard paths of `split`; a clear error if there are none."""
+  if not data_dir:
+    raise DataNotFoundError(f"config.data.dir is not set. {HOW_TO_GET_DATA}")
+  if not os.path.isdir(data_dir):
+    raise DataNotFoundError(f"Data folder {data_dir!r} does not exist. {HOW_TO_GET_DATA}")
+  paths = _existing_shards(data_dir, split)
+  if not paths:
+    raise DataNotFoundError(
+        f"No shards {_shard_name(split, 0, 1).replace('00000-of-00001', '*-of-*')} in "
+        f"{data_dir!r}. {HOW_TO_GET_DATA}")
+  counts = {int(os.path.basename(p)[-14:-9]) for p in paths}
+  if counts != {len(paths)}:
+    raise ValueError(f"{data_dir!r}: split {split!r} has {len(paths)} shards but their names "
+                     f"say {sorted(counts)}; the folder mixes two writes of the split. "
+                     "Delete the stale shards and write the split again.")
+  return paths

@@ -1,0 +1,59 @@
+"""A grain random-access data source over all TFRecord shards of a split."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from input_pipeline import tfrecord
+
+
+class TFRecordShardsSource:
+  """Records of several TFRecord files as one random-access sequence.
+
+  Implements grain's `RandomAccessDataSource` protocol (`__len__`,
+  `__getitem__`) and is picklable for grain worker processes (file descriptors
+  are reopened in each process). `source[i]` is the CRC-checked data of global
+  record i; records are numbered file by file in the order of `paths`.
+
+  A file whose end cannot be read (truncated, damaged length) contributes one
+  extra index after its readable records; reading it raises the file's
+  `TFRecordCorruptError`, so the damage surfaces (or is skipped and counted)
+  like any other bad record.
+  """
+
+  def __init__(self, paths: Sequence[str]):
+    self.paths = list(paths)
+    self._readers = [tfrecord.TFRecordReader(p) for p in self.paths]
+    sizes = [len(r) + (r.tail_error() is not None) for r in self._readers]
+    self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+  def __len__(self) -> int:
+    return int(self._starts[-1])
+
+  @property
+  def num_readable(self) -> int:
+    """Records with intact framing (excludes the unreadable file ends)."""
+    return sum(len(r) for r in self._readers)
+
+  def _shard(self, index: int) -> tuple[int, int]:
+    if not 0 <= index < len(self):
+      raise IndexError(f"record {index} out of range [0, {len(self)})")
+    shard = int(np.searchsorted(self._starts, index, side="right")) - 1
+    return shard, int(index - self._starts[shard])
+
+  def locate(self, index: int) -> tuple[str, int]:
+    """(file, record number in that file) of global record `index`."""
+    shard, record = self._shard(int(index))
+    return self.paths[shard], record
+
+  def __getitem__(self, index: int) -> bytes:
+    shard, record = self._shard(int(index))
+    reader = self._readers[shard]
+    if record == len(reader):
+      raise reader.tail_error()
+    return reader.read_record(record)
+
+  def __repr__(self) -> str:
+    return f"TFRecordShardsSource({len(self.paths)} files, {len(self)} records)"

@@ -1,0 +1,208 @@
+"""Extracting many videos: resumable per-video cache, progress, bad files skipped.
+
+Each finished video is saved as `{out}/extract_cache/{config fingerprint}/{key}.npz`;
+a rerun with the same config skips it. Undecodable or failing videos are
+logged and reported, never fatal. Splits are then written from the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+import traceback
+from typing import Callable, Iterable, Iterator, Sequence
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from input_pipeline import record_format
+from input_pipeline import shards
+from multimodal_gru.extract import decode
+from multimodal_gru.extract import pipeline
+
+MODALITIES = record_format.MODALITIES
+# Fields that do not change the features, left out of the cache fingerprint.
+_NOT_IN_FINGERPRINT = ("num_shards", "batch_size")
+
+
+def fingerprint(extractor: pipeline.Extractor) -> str:
+  """Changes with everything that changes the features, incl. a captioner fallback."""
+  def strip(d):
+    return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items()
+            if k not in _NOT_IN_FINGERPRINT}
+  key = {"config": strip(extractor.config.to_dict()), "captions": extractor.captioner.source}
+  return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_dir(out_dir: str, extractor: pipeline.Extractor) -> str:
+  return os.path.join(out_dir, "extract_cache", fingerprint(extractor))
+
+
+def cache_file(cache: str, video: decode.VideoFile) -> str:
+  digest = hashlib.sha1(os.path.abspath(video.path).encode()).hexdigest()[:8]
+  return os.path.join(cache, re.sub(r"[^\w.-]+", "_", video.video_id) + f"-{digest}.npz")
+
+
+def save_windows(path: str, windows: Sequence[pipeline.Window], dtype: str) -> None:
+  """Writes a video's windows atomically (features stored in `dtype`)."""
+  arrays = {"num_windows": np.int64(len(windows))}
+  for k, w in enumerate(windows):
+    c = w.clip
+    arrays.update({f"{k}/id": np.str_(c.clip_id), f"{k}/source": np.str_(c.source),
+                   f"{k}/captions": np.asarray(c.captions, np.str_),
+                   f"{k}/index": np.int64(w.index), f"{k}/span": np.asarray([w.start, w.end]),
+                   f"{k}/frame_range": np.asarray(w.frame_range),
+                   f"{k}/image_frames": w.image_frames})
+    for m in c.features:
+      arrays[f"{k}/{m}"] = c.features[m].astype(dtype)
+      arrays[f"{k}/{m}_t"] = c.timestamps[m]
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + ".tmp", "wb") as f:
+    np.savez(f, **arrays)
+  os.replace(path + ".tmp", path)
+
+
+def load_windows(path: str) -> list[pipeline.Window]:
+  with np.load(path) as z:
+    windows = []
+    for k in range(int(z["num_windows"])):
+      modalities = [m for m in MODALITIES if f"{k}/{m}" in z]
+      clip = record_format.Clip(
+          clip_id=str(z[f"{k}/id"]), source=str(z[f"{k}/source"]),
+          features={m: z[f"{k}/{m}"].astype(np.float32) for m in modalities},
+          timestamps={m: z[f"{k}/{m}_t"] for m in modalities},
+          captions=[str(s) for s in z[f"{k}/captions"]])
+      start, end = z[f"{k}/span"].tolist()
+      windows.append(pipeline.Window(clip, int(z[f"{k}/index"]), start, end,
+                                     tuple(z[f"{k}/frame_range"].tolist()),
+                                     z[f"{k}/image_frames"]))
+  return windows
+
+
+@dataclasses.dataclass
+class RunReport:
+  done: list[decode.VideoFile]          # extracted now or found in the cache
+  failed: dict[str, str]                # video_id -> why
+  extracted: int = 0                    # of `done`, extracted in this run
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(seconds)
+  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+
+def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile],
+        cache: str) -> RunReport:
+  """Extracts every video not yet in `cache`; logs progress with videos/s and ETA."""
+  report = RunReport(done=[], failed={})
+  todo = [v for v in videos if not os.path.exists(cache_file(cache, v))]
+  report.done = [v for v in videos if v not in todo]
+  if report.done:
+    logging.info("%d of %d videos already extracted in %s; skipping them.", len(report.done),
+                 len(videos), cache)
+  started, seconds_of_video = time.time(), 0.0
+  for n, video in enumerate(todo, 1):
+    try:
+      windows = list(extractor.windows(video.path, video.video_id))
+    except decode.VideoDecodeError as e:
+      report.failed[video.video_id] = str(e)
+      logging.error("Skipping %s: %s", video.path, e)
+      continue
+    except Exception as e:  # pylint: disable=broad-except  # one bad file never ends a long job
+      report.failed[video.video_id] = f"{type(e).__name__}: {e}"
+      logging.error("Skipping %s: %s\n%s", video.path, e, traceback.format_exc())
+      continue
+    save_windows(cache_file(cache, video), windows, extractor.config.features_dtype)
+    report.done.append(video)
+    report.extracted += 1
+    seconds_of_video += sum(w.end - w.start for w in windows)
+    elapsed = time.time() - started
+    logging.info("[%d/%d] %s: %d windows | %.2f videos/s, %.1f s of video/s, ETA %s", n,
+                 len(todo), video.video_id, len(windows), n / elapsed, seconds_of_video / elapsed,
+                 _duration(elapsed / n * (len(todo) - n)))
+  if report.failed:
+    logging.warning("%d videos failed:\n%s", len(report.failed), "\n".join(failure_list(report)))
+  return report
+
+
+def failure_list(report: RunReport) -> list[str]:
+  """"video_id: why" lines (a list, so dataset_info.json merging never keeps stale ones)."""
+  return [f"{k}: {v}" for k, v in sorted(report.failed.items())]
+
+
+def cached_windows(cache: str, videos: Iterable[decode.VideoFile]
+                   ) -> Iterator[tuple[decode.VideoFile, pipeline.Window]]:
+  for video in videos:
+    for window in load_windows(cache_file(cache, video)):
+      yield video, window
+
+
+class SplitStats:
+  """Counts, steps per modality and label statistics of a split's clips."""
+
+  def __init__(self):
+    self.clips = 0
+    self.steps = {m: [] for m in MODALITIES}
+    self.classes, self.step_classes = {}, {}
+    self.va, self.image_steps = [], 0
+
+  def add(self, clip: record_format.Clip) -> record_format.Clip:
+    self.clips += 1
+    for m, x in clip.features.items():
+      self.steps[m].append(len(x))
+    valid = np.ones(len(clip.features["image"]), bool) if clip.valid is None else clip.valid
+    self.image_steps += len(valid)
+    if clip.label is not None:
+      self.classes[clip.label] = self.classes.get(clip.label, 0) + 1
+    if clip.step_class is not None:
+      for c in clip.step_class[valid].tolist():
+        self.step_classes[c] = self.step_classes.get(c, 0) + 1
+    if clip.va is not None:
+      self.va.append(clip.va[valid])
+    return clip
+
+  def summary(self) -> dict:
+    out = {"clips": self.clips, "steps": {
+        m: {"min": int(np.min(s)), "mean": round(float(np.mean(s)), 2), "max": int(np.max(s))}
+        for m, s in self.steps.items() if s}}
+    labels = {}
+    if self.classes:
+      labels["clip_classes"] = {str(k): v for k, v in sorted(self.classes.items())}
+    if self.step_classes:
+      labels["step_classes"] = {str(k): v for k, v in sorted(self.step_classes.items())}
+    if self.va:
+      va = np.concatenate(self.va)
+      labels["valid_steps"] = len(va)
+      labels["valid_fraction"] = round(len(va) / max(1, self.image_steps), 4)
+      for i, name in enumerate(("valence", "arousal")):
+        if len(va):
+          labels[name] = {"mean": round(float(va[:, i].mean()), 4),
+                          "std": round(float(va[:, i].std()), 4),
+                          "min": round(float(va[:, i].min()), 4),
+                          "max": round(float(va[:, i].max()), 4)}
+    if labels:
+      out["labels"] = labels
+    return out
+
+
+def write_split(out_dir: str, split: str, cache: str, videos: Sequence[decode.VideoFile],
+                to_clips: Callable[[decode.VideoFile, pipeline.Window], list[record_format.Clip]],
+                config: ml_collections.ConfigDict) -> dict:
+  """Writes the clips `to_clips` makes of each cached window of `videos` (may be none).
+
+  Returns the split's stats for dataset_info.json.
+  """
+  def clips():
+    for video, window in cached_windows(cache, videos):
+      yield from to_clips(video, window)
+
+  count = sum(1 for _ in clips())
+  stats = SplitStats()
+  paths = shards.write_split(out_dir, split, (stats.add(c) for c in clips()),
+                             max(1, min(config.num_shards, count)), config.features_dtype)
+  return {**stats.summary(), "videos": len(videos), "shards": len(paths)}

