@@ -6,8 +6,10 @@ width D; all sequences are full length. Implementations are timed in
 interleaved rounds, so background load hits them alike; ratios are torch time
 / our time (above 1: we are faster).
 
-  python benchmarks/gru.py --quick
-  python benchmarks/gru.py --bidirectional --out /tmp/gru_bench.json
+  python -m benchmarks.gru --quick          # from the repository root
+  python -m benchmarks.gru --bidirectional --out /tmp/gru_bench.json
+  # On a shared, busy machine: one core, CPU time instead of wall time.
+  taskset -c 0 python -m benchmarks.gru --quick --threads 1 --cpu_time
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def torch_gru(batch, steps, in_dim, hidden, bidirectional):
   return forward, forward_backward
 
 
-def time_interleaved(fns, rounds, reps):
+def time_interleaved(fns, rounds, reps, clock=time.perf_counter):
   """Median seconds per call of each zero-argument callable, timed in rounds."""
   for fn in fns.values():
     fn(), fn()  # compile / warm up
@@ -82,14 +84,15 @@ def time_interleaved(fns, rounds, reps):
   for _ in range(rounds):
     for name, fn in fns.items():
       for _ in range(reps):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        samples[name].append(time.perf_counter() - start)
+        samples[name].append(clock() - start)
   return {name: float(np.median(s)) for name, s in samples.items()}
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--batch", type=int, nargs="+", default=[8, 32, 128])
   parser.add_argument("--steps", type=int, nargs="+", default=[16, 64, 256])
   parser.add_argument("--in_dim", type=int, nargs="+", default=[256, 512, 1024])
@@ -101,6 +104,9 @@ def main():
   parser.add_argument("--reps", type=int, default=4, help="calls per implementation per round")
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                       help="torch threads (XLA uses one per core)")
+  parser.add_argument("--cpu_time", action="store_true",
+                      help="time process CPU time, not wall time: steadier on a busy machine, "
+                      "meaningful only when pinned to one core (taskset -c 0) with --threads 1")
   parser.add_argument("--no_torch", action="store_true")
   parser.add_argument("--no_flax", action="store_true")
   parser.add_argument("--out", help="write the results as JSON here")
@@ -113,11 +119,12 @@ def main():
   num_dirs = 2 if args.bidirectional else 1
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {args.threads} threads, "
         f"hidden {args.hidden}, {'bidirectional' if args.bidirectional else 'forward'}, "
-        f"unroll {args.unroll}; median ms per call; ratio = torch / ours")
-  header = (f"{'B':>4} {'T':>4} {'D':>5} | {'ours':>7} {'torch':>7} {'flax':>7} {'ratio':>5} | "
-            f"{'ours':>7} {'torch':>7} {'flax':>7} {'ratio':>5} | {'GFLOP':>6} {'GFLOP/s':>13}")
-  print(f"{'':16} | {'forward':^29} | {'forward + backward':^29} | {'fwd':>6} {'fwd   f+b':>13}")
-  print(header)
+        f"unroll {args.unroll}; median {'CPU' if args.cpu_time else 'wall'} ms per call; "
+        "ratio = torch / ours")
+  print(f"{'':16} | {'forward':^29} | {'forward + backward':^29} | {'GFLOP':>6} "
+        f"{'ours GFLOP/s':>13}")
+  print(f"{'B':>4} {'T':>4} {'D':>5} | {'ours':>7} {'torch':>7} {'flax':>7} {'ratio':>5} | "
+        f"{'ours':>7} {'torch':>7} {'flax':>7} {'ratio':>5} | {'fwd':>6} {'fwd':>6} {'f+b':>6}")
   results = []
   for batch, steps, in_dim in grid:
     shape = (batch, steps, in_dim, args.hidden, args.bidirectional)
@@ -127,7 +134,8 @@ def main():
       fns["torch_fwd"], fns["torch_fwd_bwd"] = torch_gru(*shape)
     if not args.no_flax:
       fns["flax_fwd"], fns["flax_fwd_bwd"] = flax_rnn(*shape)
-    times = time_interleaved(fns, args.rounds, args.reps)
+    times = time_interleaved(fns, args.rounds, args.reps,
+                             time.process_time if args.cpu_time else time.perf_counter)
     flops = gru_flops(batch, steps, in_dim, args.hidden, num_dirs)
     row = dict(batch=batch, steps=steps, in_dim=in_dim, hidden=args.hidden,
                bidirectional=args.bidirectional, fwd_gflop=flops / 1e9,
@@ -148,7 +156,7 @@ def main():
   if args.out:
     with open(args.out, "w") as f:
       json.dump(dict(jax_version=jax.__version__, threads=args.threads, unroll=args.unroll,
-                     results=results), f, indent=2)
+                     clock="cpu" if args.cpu_time else "wall", results=results), f, indent=2)
     print(f"wrote {args.out}")
 
 

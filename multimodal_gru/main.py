@@ -5,6 +5,7 @@ Rerunning the same command on the same workdir resumes from the newest checkpoin
 """
 
 import logging as pylogging
+import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -30,6 +31,10 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   distributed.maybe_initialize()   # before any other JAX call
   import jax
+  # Persistent compilation cache: a resumed run (or another sweep point) skips compilation.
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir", os.environ.get(
+        "MGRU_COMPILATION_CACHE", os.path.expanduser("~/.cache/multimodal_gru/jax_cache")))
   from multimodal_gru import train
   logging.info("JAX process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.default_backend())

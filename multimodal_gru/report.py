@@ -157,21 +157,22 @@ def write_chart(path: str, variants: list[Variant], metric: str, title: str) -> 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  stats = [v.mean_std(metric) for v in variants]
-  means = np.array([m for m, _ in stats])
-  stds = np.nan_to_num(np.array([s for _, s in stats]))
+  stats = np.array([v.mean_std(metric) for v in variants])
+  means, stds = stats[:, 0], stats[:, 1]     # std NaN for a single seed: no error bar
   y = np.arange(len(variants))[::-1]
   fig, ax = plt.subplots(figsize=(9, 1.2 + 0.38 * len(variants)))
   ax.barh(y, means, xerr=stds, color="#4C72B0", ecolor="black", capsize=3, height=0.7)
   for yi, m, s in zip(y, means, stds):
-    ax.text(m + s, yi, f" {m:.3f}", va="center", fontsize=8)
+    label = f" {m:.3f}" if np.isnan(s) else f" {m:.3f} ± {s:.3f}"
+    ax.text(m + np.nan_to_num(s), yi, label, va="center", fontsize=8)
+  stds = np.nan_to_num(stds)
   ax.set_yticks(y, [v.name for v in variants], fontsize=8)
   ax.set_xlabel(f"{metric} ({'lower' if lower_is_better(metric) else 'higher'} is better; "
                 "mean ± std over seeds)")
   ax.set_title(title, fontsize=10)
   finite = means[np.isfinite(means)]
   if len(finite):
-    ax.set_xlim(0, float(np.max(finite + stds[np.isfinite(means)])) * 1.12)
+    ax.set_xlim(0, float(np.max(finite + stds[np.isfinite(means)])) * 1.2)
   ax.grid(axis="x", alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -185,10 +186,10 @@ def _pending_note(root: str, variants: list[Variant]) -> str:
       points = json.load(f)["points"]
   except (OSError, ValueError, KeyError):
     return ""
-  done = {os.path.realpath(r["workdir"]) for v in variants for r in v.runs}
+  done = {os.path.basename(r["workdir"]) for v in variants for r in v.runs}   # ROOT/NAME
   missing: dict[str, list[str]] = {}
   for p in points:
-    if os.path.realpath(p["workdir"]) not in done:
+    if p["name"] not in done:
       missing.setdefault(p["status"], []).append(p["name"])
   if not missing:
     return ""

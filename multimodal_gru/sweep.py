@@ -42,6 +42,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from typing import Any, Iterator, Sequence
 
 import ml_collections
@@ -118,7 +119,9 @@ def parse_config(config_arg: str, flag_overrides: Sequence[str] = ()) -> ml_coll
   config_flags.DEFINE_config_file("config", None, "config file", flag_values=values,
                                   lock_config=True, sys_argv=argv)
   try:
-    values(argv)
+    with warnings.catch_warnings():   # config_flags loads the file with the deprecated load_module
+      warnings.filterwarnings("ignore", "the load_module", DeprecationWarning)
+      values(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     raise SweepError(f"invalid --config flags {list(flag_overrides)}: {e!r}") from e
   return values.config
@@ -348,6 +351,8 @@ def run_local(runs: list[Run], selected: list[Run], save_state, config_arg: str,
   failed = 0
   try:
     for k, run in enumerate(selected, 1):
+      if stop.count:   # a signal between two points
+        return 130
       tag = f"[{k:>{width}}/{len(selected)}]"
       results = read_results(run.workdir)
       if results is not None:
@@ -368,6 +373,8 @@ def run_local(runs: list[Run], selected: list[Run], save_state, config_arg: str,
         # Own process group: a terminal's Ctrl-C reaches only the sweep, which forwards SIGTERM.
         stop.child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                       process_group=0)
+        if stop.count:   # the signal came while it started
+          stop.child.send_signal(signal.SIGTERM)
         run.returncode = stop.child.wait()
         stop.child = None
       run.wall_s = (run.wall_s or 0.0) + time.time() - t0   # summed over attempts
@@ -478,7 +485,10 @@ def main(argv: Sequence[str]) -> int:
         f"state in {os.path.join(root, SWEEP_FILE)}", flush=True)
   if not args.no_report and counts["done"]:
     from multimodal_gru import report
-    print(report.build_report(root).markdown, flush=True)
+    try:
+      print(report.build_report(root).markdown, flush=True)
+    except report.ReportError as e:
+      print(f"sweep: no report: {e}", file=sys.stderr)
   return status
 
 

@@ -1,9 +1,16 @@
 """Shared fixtures: a tiny demo dataset and a tiny config that trains in seconds."""
 
-import pytest
+import os
+import tempfile
 
-from input_pipeline import shards
-from multimodal_gru import demo_data
+# One persistent XLA compilation cache for the session (and the subprocesses it starts):
+# identical models compiled by several tests are compiled once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="mgru_tests_jax_cache_"))
+
+import pytest  # noqa: E402
+
+from input_pipeline import shards  # noqa: E402
+from multimodal_gru import demo_data  # noqa: E402
 
 
 def write_tiny_demo(data_dir, num_train=96, num_eval=40, seed=0):

@@ -1,5 +1,7 @@
 """Tests for the scan-based GRU encoder (multimodal_gru/models/gru.py)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,11 +56,18 @@ def numpy_gru(x, lengths, state, num_layers, bidirectional):
   return layer_input, np.stack(finals)
 
 
-def encoder_and_params(num_layers, bidirectional, seed=0, **kwargs):
+@functools.cache
+def jitted_apply(num_layers, bidirectional, **kwargs):
+  """A jitted GRUEncoder.apply, shared between tests to save compilations."""
+  return jax.jit(gru.GRUEncoder(HIDDEN, num_layers, bidirectional, **kwargs).apply)
+
+
+def encoder_and_params(num_layers, bidirectional, seed=0):
+  """(jitted apply, params from a random torch-style state_dict, that state_dict)."""
   state = random_torch_state_dict(np.random.default_rng(seed), IN_DIM, HIDDEN, num_layers,
                                   bidirectional)
-  model = gru.GRUEncoder(HIDDEN, num_layers, bidirectional, **kwargs)
-  return model, {"params": gru.torch_gru_to_params(state, num_layers, bidirectional)}, state
+  params = {"params": gru.torch_gru_to_params(state, num_layers, bidirectional)}
+  return jitted_apply(num_layers, bidirectional), params, state
 
 
 def random_inputs(seed=1, lengths=LENGTHS):
@@ -69,10 +78,10 @@ def random_inputs(seed=1, lengths=LENGTHS):
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_matches_numpy_reference(num_layers, bidirectional):
-  model, params, state = encoder_and_params(num_layers, bidirectional)
+  apply, params, state = encoder_and_params(num_layers, bidirectional)
   lengths = np.array([7, 3, 0, 5])  # includes an empty sequence
   x, lengths = random_inputs(lengths=lengths)
-  outputs, final = model.apply(params, x, lengths)
+  outputs, final = apply(params, x, lengths)
   want_outputs, want_final = numpy_gru(x, lengths, state, num_layers, bidirectional)
   num_dirs = 2 if bidirectional else 1
   assert outputs.shape == (BATCH, STEPS, num_dirs * HIDDEN)
@@ -83,18 +92,18 @@ def test_matches_numpy_reference(num_layers, bidirectional):
 
 
 def test_unroll_does_not_change_results(unroll=3):  # 3 does not divide the 7 steps
-  model, params, _ = encoder_and_params(2, True)
+  apply, params, _ = encoder_and_params(2, True)
   x, lengths = random_inputs()
-  want = model.apply(params, x, lengths)
-  got = gru.GRUEncoder(HIDDEN, 2, True, unroll=unroll).apply(params, x, lengths)
+  want = apply(params, x, lengths)
+  got = jitted_apply(2, True, unroll=unroll)(params, x, lengths)
   for a, b in zip(got, want):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_init_params_have_converter_layout():
-  model, params, _ = encoder_and_params(2, True)
+  _, params, _ = encoder_and_params(2, True)
   x, lengths = random_inputs()
-  init = model.init(jax.random.key(0), x, lengths)
+  init = jax.jit(gru.GRUEncoder(HIDDEN, 2, True).init)(jax.random.key(0), x, lengths)
   assert jax.tree.map(np.shape, init) == jax.tree.map(np.shape, params)
   kernel = init["params"]["layer_0"]["hidden_kernel"][1]  # reverse direction, [H, 3H]
   for gate in range(3):  # orthogonal per gate
@@ -103,24 +112,25 @@ def test_init_params_have_converter_layout():
 
 
 def test_padding_is_ignored():
-  model, params, _ = encoder_and_params(2, True)
+  apply, params, _ = encoder_and_params(2, True)
   x, lengths = random_inputs()
   valid = np.arange(STEPS)[None, :] < lengths[:, None]
   garbage = np.where(valid[..., None], x, 1e3 * np.random.default_rng(2).normal(size=x.shape))
-  outputs, final = model.apply(params, x, lengths)
-  garbage_outputs, garbage_final = model.apply(params, garbage.astype(np.float32), lengths)
+  outputs, final = apply(params, x, lengths)
+  garbage_outputs, garbage_final = apply(params, garbage.astype(np.float32), lengths)
   np.testing.assert_array_equal(outputs, garbage_outputs)
   np.testing.assert_array_equal(final, garbage_final)
   assert np.all(np.asarray(outputs)[~valid] == 0)
   # No gradient reaches padded inputs.
-  grad_x = jax.grad(lambda x: jnp.sum(model.apply(params, x, lengths)[0] ** 2))(x)
+  grad_x = jax.jit(jax.grad(lambda x: jnp.sum(apply(params, x, lengths)[0] ** 2)))(x)
   assert np.all(np.asarray(grad_x)[~valid] == 0)
   assert np.any(np.asarray(grad_x)[valid] != 0)
 
 
 def test_jit_matches_eager():
-  model, params, _ = encoder_and_params(1, True)
+  _, params, _ = encoder_and_params(1, True)
   x, lengths = random_inputs()
+  model = gru.GRUEncoder(HIDDEN, 1, True)
   eager = model.apply(params, x, lengths)
   jitted = jax.jit(model.apply)(params, x, lengths)
   for a, b in zip(jitted, eager):
@@ -159,24 +169,25 @@ def test_custom_gradient_matches_autodiff(bidirectional):
 
 
 def test_gradients_are_finite_and_nonzero():
-  model, params, _ = encoder_and_params(2, True)
+  apply, params, _ = encoder_and_params(2, True)
   x, lengths = random_inputs()
-  grads = jax.jit(jax.grad(lambda p: jnp.mean(model.apply(p, x, lengths)[0] ** 2)))(params)
+  grads = jax.jit(jax.grad(lambda p: jnp.mean(apply(p, x, lengths)[0] ** 2)))(params)
   for name, grad in jax.tree_util.tree_leaves_with_path(grads):
     assert np.all(np.isfinite(grad)), name
     assert np.any(grad != 0), name
 
 
 def test_bfloat16_close_to_float32():
-  model, params, _ = encoder_and_params(2, True)
+  apply, params, _ = encoder_and_params(2, True)
   x, lengths = random_inputs()
-  outputs, final = model.apply(params, x, lengths)
+  outputs, final = apply(params, x, lengths)
   bf16 = gru.GRUEncoder(HIDDEN, 2, True, dtype=jnp.bfloat16)
   outputs16, final16 = jax.jit(bf16.apply)(params, x, lengths)
   assert outputs16.dtype == jnp.bfloat16 and final16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(outputs16, np.float32), outputs, atol=5e-2)
   np.testing.assert_allclose(np.asarray(final16, np.float32), final, atol=5e-2)
-  grads = jax.grad(lambda p: jnp.mean(bf16.apply(p, x, lengths)[0].astype(jnp.float32) ** 2))(params)
+  grads = jax.jit(jax.grad(
+      lambda p: jnp.mean(bf16.apply(p, x, lengths)[0].astype(jnp.float32) ** 2)))(params)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
@@ -207,7 +218,8 @@ def test_matches_torch(num_layers, bidirectional):
     outputs, final = model.apply(params, x, lengths)
     return jnp.sum(outputs * output_weights) + jnp.sum(final), (outputs, final)
 
-  (grad_params, grad_x), (outputs, final) = jax.grad(loss, argnums=(0, 1), has_aux=True)(params, x)
+  (grad_params, grad_x), (outputs, final) = jax.jit(
+      jax.grad(loss, argnums=(0, 1), has_aux=True))(params, x)
   np.testing.assert_allclose(outputs, want_outputs.detach().numpy(), atol=1e-5)
   np.testing.assert_allclose(final, want_final.detach().numpy(), atol=1e-5)
   valid = np.arange(STEPS)[None, :] < lengths[:, None]

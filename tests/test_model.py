@@ -60,8 +60,8 @@ def test_registry_lists_every_variant():
     fusion.get_fusion("nope")
 
 
-@pytest.mark.parametrize("name", fusion.available())
-@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("name,task", [(n, "classification") for n in fusion.available()]
+                         + [("xattn_bidir", "regression"), ("text_only", "regression")])
 def test_fusion_variant_shapes_and_padding(name, task):
   rng = np.random.default_rng(0)
   batch = random_batch(rng)

@@ -21,6 +21,9 @@ from input_pipeline import shards
 from multimodal_gru import demo_data, grid, report, sweep, train
 from multimodal_gru.models.model import build_model
 
+# ml_collections' config_flags loads config files with the deprecated load_module().
+pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = ["configs/demo.py", "configs/demo.py:regression", "configs/dvd.py",
                 "configs/affwild2.py"]
@@ -55,11 +58,18 @@ def write_config(tmp_path, points, data_dir="", num_steps=20, name="tiny.py"):
   return str(path)
 
 
-def run_sweep(*args, **popen):
-  """The sweep CLI in a subprocess (it installs signal handlers and starts trainers)."""
+def run_sweep(*args):
+  """The sweep CLI in a subprocess, as a user runs it."""
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
   return subprocess.run([sys.executable, "-m", "multimodal_gru.sweep", *args], cwd=REPO_ROOT,
-                        env=env, capture_output=True, text=True, timeout=600, **popen)
+                        env=env, capture_output=True, text=True, timeout=600)
+
+
+def sweep_main(capsys, *args):
+  """The sweep CLI in this process: (exit status, stdout, stderr)."""
+  status = sweep.main(list(args))
+  out = capsys.readouterr()
+  return status, out.out, out.err
 
 
 def fake_results(workdir, config, metrics, task="classification"):
@@ -135,19 +145,15 @@ def test_config_file_grids_build(config_arg, tmp_path):
     command = sweep.train_command(r, config_arg, [])
     # The command line reproduces the validated config exactly.
     assert _main_config(command).to_dict() == r.config.to_dict(), r.name
-  # Every model the grid defines builds (abstractly: shapes only).
-  seen = set()
-  for r in runs:
-    key = (r.config.model.fusion, r.config.autoencoder.enabled)
-    if key in seen:
-      continue
-    seen.add(key)
-    model = build_model(r.config)
-    batch = train.dummy_batch(r.config)
+  # Every fusion of the grid initialises on the config's feature layout (shapes only; the
+  # grid's other keys do not change shapes beyond the autoencoder's decoders, kept on here).
+  for fusion in sorted({r.config.model.fusion for r in runs}):
+    config = next(r.config for r in runs if r.config.model.fusion == fusion)
+    config = sweep.apply_overrides(config, {"autoencoder.enabled": True})
+    model = build_model(config)
     params = jax.eval_shape(lambda b: model.init({"params": jax.random.key(0)}, b, train=False),
-                            batch)["params"]
-    assert (f"{r.config.data.modalities[0]}_decoder" in params
-            or not r.config.autoencoder.enabled or r.config.model.fusion.endswith("_only"))
+                            train.dummy_batch(config))["params"]
+    assert {f"{m}_decoder" for m in model.streams()} <= set(params), fusion
 
 
 def test_paper_grids_cover_the_ablation():
@@ -183,12 +189,12 @@ def test_invalid_point_fails_whole_sweep(tmp_path, bad_point, field, message):
   assert message in str(e.value)
 
 
-def test_invalid_grid_stops_cli_before_anything_runs(tmp_path):
+def test_invalid_grid_stops_cli_before_anything_runs(tmp_path, capsys):
   config = write_config(tmp_path, [{"seed": 0}, {"seed": 1, "model.fusion": "nope"}])
   root = tmp_path / "root"
-  result = run_sweep(f"--config={config}", f"--workdir={root}")
-  assert result.returncode == 2
-  assert "error: point 1 (fusion=nope,seed=1): field model.fusion: unknown fusion" in result.stderr
+  status, _, err = sweep_main(capsys, f"--config={config}", f"--workdir={root}")
+  assert status == 2
+  assert "error: point 1 (fusion=nope,seed=1): field model.fusion: unknown fusion" in err
   assert not root.exists()   # nothing ran, nothing was written
 
 
@@ -208,7 +214,7 @@ def test_sweep_level_errors(tmp_path):
 # --- launchers --------------------------------------------------------------------------------
 
 
-def test_dry_run_and_cluster_launchers(tmp_path):
+def test_dry_run_and_cluster_launchers(tmp_path, capsys):
   points = [{"model.fusion": f, "seed": s} for f in ("concat", "xattn_bidir") for s in (0, 1)]
   config = write_config(tmp_path, points)
   root = tmp_path / "root"
@@ -216,9 +222,9 @@ def test_dry_run_and_cluster_launchers(tmp_path):
   fake_results(runs[0].workdir, runs[0].config, {"clip_accuracy": 0.5})
   extra = "--config.optim.learning_rate=0.0005"
 
-  out = run_sweep(f"--config={config}", f"--workdir={root}", "--dry_run", extra)
-  assert out.returncode == 0, out.stderr
-  lines = out.stdout.splitlines()
+  status, out, err = sweep_main(capsys, f"--config={config}", f"--workdir={root}", "--dry_run", extra)
+  assert status == 0, err
+  lines = out.splitlines()
   assert lines[0] == f"# finished: {runs[0].name}"
   for line, run in zip(lines[1:], runs[1:], strict=True):
     cmd = shlex.split(line)
@@ -227,23 +233,25 @@ def test_dry_run_and_cluster_launchers(tmp_path):
         sweep.parse_config(config, [extra]), run.overrides).to_dict()
   assert not (root / "sweep.json").exists()
 
-  out = run_sweep(f"--config={config}", f"--workdir={root}", "--launcher=tpu_pod", "--tpu=pod",
-                  "--zone=us-central2-b", "--filter=xattn", extra)
-  assert out.returncode == 0, out.stderr
+  status, out, err = sweep_main(capsys, f"--config={config}", f"--workdir={root}",
+                                "--launcher=tpu_pod", "--tpu=pod", "--zone=us-central2-b",
+                                "--filter=xattn", extra)
+  assert status == 0, err
   spec = importlib.util.spec_from_file_location("tpu_pod", os.path.join(REPO_ROOT, "launch",
                                                                         "tpu_pod.py"))
   tpu_pod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(tpu_pod)
-  parsed = [tpu_pod.parse_args(shlex.split(line)[2:]) for line in out.stdout.splitlines()]
+  parsed = [tpu_pod.parse_args(shlex.split(line)[2:]) for line in out.splitlines()]
   assert [(a.command, a.name, a.zone, a.workdir) for a in parsed] == [
       ("run", "pod", "us-central2-b", r.workdir) for r in runs[2:]]
   assert parsed[0].overrides == [extra, "--config.model.fusion=xattn_bidir", "--config.seed=0"]
   state = json.loads((root / "sweep.json").read_text())
   assert [p["status"] for p in state["points"]] == ["done", "pending", "printed", "printed"]
 
-  out = run_sweep(f"--config={config}", f"--workdir={root}", "--launcher=slurm", "--filter=seed=1")
-  assert out.returncode == 0, out.stderr
-  for line, run in zip(out.stdout.splitlines(), runs[1::2], strict=True):
+  status, out, err = sweep_main(capsys, f"--config={config}", f"--workdir={root}",
+                                "--launcher=slurm", "--filter=seed=1")
+  assert status == 0, err
+  for line, run in zip(out.splitlines(), runs[1::2], strict=True):
     words = shlex.split(line)
     env = dict(w.split("=", 1) for w in words[:2])
     assert env == {"CONFIG": config, "WORKDIR": run.workdir}
@@ -256,7 +264,7 @@ def test_dry_run_and_cluster_launchers(tmp_path):
 # --- local runs -------------------------------------------------------------------------------
 
 
-def test_failing_point_is_reported_and_sweep_goes_on(tmp_path):
+def test_failing_point_is_reported_and_sweep_goes_on(tmp_path, capsys):
   """A point whose data are missing fails; the sweep still handles the next one, exits 1."""
   points = [{"model.fusion": "concat", "data.dir": str(tmp_path / "no_data")},
             {"model.fusion": "concat", "data.dir": str(tmp_path / "data")}]
@@ -264,9 +272,9 @@ def test_failing_point_is_reported_and_sweep_goes_on(tmp_path):
   root = tmp_path / "root"
   runs = sweep.expand(config, str(root))
   fake_results(runs[1].workdir, runs[1].config, {"clip_accuracy": 0.75})
-  out = run_sweep(f"--config={config}", f"--workdir={root}")
-  assert out.returncode == 1, out.stdout + out.stderr
-  lines = out.stdout.splitlines()
+  status, out, err = sweep_main(capsys, f"--config={config}", f"--workdir={root}")
+  assert status == 1, out + err
+  lines = out.splitlines()
   failed = next(line for line in lines if "FAILED" in line)
   assert runs[0].name in failed and "DataNotFoundError" in failed and "exit 1" in failed
   assert any(line.startswith("[2/2] skip") and "clip_accuracy=0.7500" in line for line in lines)
@@ -279,7 +287,7 @@ def test_failing_point_is_reported_and_sweep_goes_on(tmp_path):
 # --- report -----------------------------------------------------------------------------------
 
 
-def test_report_groups_seeds_and_marks_best(tmp_path):
+def test_report_groups_seeds_and_marks_best(tmp_path, capsys):
   points = [{"model.fusion": f, "augment.enabled": a, "seed": s}
             for f in ("concat", "xattn_bidir") for a in (True, False) for s in (0, 1, 2)]
   config = write_config(tmp_path, points)
@@ -325,11 +333,10 @@ def test_report_groups_seeds_and_marks_best(tmp_path):
   assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
   assert (root / "report.md").read_text() == result.markdown
 
-  out = subprocess.run([sys.executable, "-m", "multimodal_gru.report", f"--workdir={root}",
-                        f"--out={tmp_path / 'docs' / 'ablation'}"], cwd=REPO_ROOT,
-                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
-  assert out.returncode == 0, out.stderr
-  assert "](ablation.png)" in out.stdout and (tmp_path / "docs" / "ablation.png").exists()
+  assert report.main([f"--workdir={root}", f"--out={tmp_path / 'docs' / 'ablation'}"]) == 0
+  printed = capsys.readouterr().out
+  assert "](ablation.png)" in printed and all(row in printed for row in rows.values())
+  assert (tmp_path / "docs" / "ablation.png").exists() and (tmp_path / "docs" / "ablation.csv").exists()
 
 
 def test_report_without_runs_fails(tmp_path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import transformers
+from transformers import modeling_flax_utils
 
 from multimodal_gru.extract import batching
 from multimodal_gru.extract import image_encoder
@@ -14,6 +16,27 @@ from multimodal_gru.extract.kinetics400_labels import KINETICS400_LABELS
 KINETICS_SOURCE = "fallback:i3d-kinetics-topk"
 
 
+class FlaxVisionEncoderDecoder(transformers.FlaxVisionEncoderDecoderModel):
+  """FlaxVisionEncoderDecoderModel that also loads with `_do_init=False`.
+
+  transformers refuses `_do_init=False` for this class, so every load would run
+  a full random init eagerly first (tens of seconds of op-by-op compilation on
+  CPU, even for a tiny model). Skipping it only needs the input shape that the
+  parent computes; generation then takes `params` explicitly.
+  """
+
+  def __init__(self, config, input_shape=None, seed: int = 0, dtype=jnp.float32,
+               _do_init: bool = True, **kwargs):
+    if _do_init:
+      super().__init__(config, input_shape, seed, dtype, **kwargs)
+      return
+    size, channels = config.encoder.image_size, getattr(config.encoder, "num_channels", 3)
+    modeling_flax_utils.FlaxPreTrainedModel.__init__(
+        self, config, self.module_class(config=config, dtype=dtype, **kwargs),
+        input_shape=input_shape or ((1, size, size, channels), (1, 1)), seed=seed, dtype=dtype,
+        _do_init=False)
+
+
 class ImageCaptioner:
   """FlaxVisionEncoderDecoderModel (e.g. ViT-GPT2) with jitted greedy / beam generation."""
 
@@ -21,8 +44,8 @@ class ImageCaptioner:
                batch_size: int = 8):
     self.name, self.batch_size = name_or_path, batch_size
     what, field = "captioning model", "captioner.model"
-    self.model, self.params = weights.load_flax_model(
-        transformers.FlaxVisionEncoderDecoderModel, name_or_path, what, field)
+    self.model, self.params = weights.load_flax_model(FlaxVisionEncoderDecoder, name_or_path,
+                                                      what, field)
     self.tokenizer = weights.from_pretrained(transformers.AutoTokenizer, name_or_path, what, field)
     self.preprocess = image_encoder.preprocessing(name_or_path, self.model.config.encoder, what,
                                                   field)

@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   v.fps = 25.0                   # segments sample the video at this rate (I3D was trained at 25)
   v.segment_frames = 16
   v.segment_stride = 16          # frames between segment starts, at `fps`
+  v.input_size = 224             # I3D input frames (square); it was trained at 224
   v.batch_size = 8
 
   c.image = i = ml_collections.ConfigDict()

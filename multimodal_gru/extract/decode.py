@@ -132,7 +132,7 @@ def iter_windows(path: str, size: int, window_seconds: float, min_window_seconds
       frames.append(rgb)
     if frames:
       period = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / reader.nominal_fps
-      end = times[-1] + period
+      end = times[-1] + period if max_seconds <= 0 else min(times[-1] + period, max_seconds)
       if not yielded or end - k * window_seconds >= min_window_seconds:
         yield window(end)
 

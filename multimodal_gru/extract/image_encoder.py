@@ -75,5 +75,5 @@ class ImageEncoder:
                             self.batch_size)
 
   def info(self) -> dict:
-    return {"name": weights.describe(self.name), "class": self.model_class, "dim": int(self.dim),
+    return {"name": weights.describe(self.name), "class": self.model_class, "dim": self.dim,
             "output": "pooler_output", "image_size": self.preprocess.size}

@@ -14,7 +14,7 @@ import os
 import re
 import time
 import traceback
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Container, Iterable, Iterator, Sequence
 
 from absl import logging
 import ml_collections
@@ -99,9 +99,9 @@ def _duration(seconds: float) -> str:
 def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile],
         cache: str) -> RunReport:
   """Extracts every video not yet in `cache`; logs progress with videos/s and ETA."""
-  report = RunReport(done=[], failed={})
-  todo = [v for v in videos if not os.path.exists(cache_file(cache, v))]
-  report.done = [v for v in videos if v not in todo]
+  cached = [os.path.exists(cache_file(cache, v)) for v in videos]
+  report = RunReport(done=[v for v, c in zip(videos, cached) if c], failed={})
+  todo = [v for v, c in zip(videos, cached) if not c]
   if report.done:
     logging.info("%d of %d videos already extracted in %s; skipping them.", len(report.done),
                  len(videos), cache)
@@ -130,9 +130,10 @@ def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile],
   return report
 
 
-def failure_list(report: RunReport) -> list[str]:
+def failure_list(report: RunReport, video_ids: Container[str] | None = None) -> list[str]:
   """"video_id: why" lines (a list, so dataset_info.json merging never keeps stale ones)."""
-  return [f"{k}: {v}" for k, v in sorted(report.failed.items())]
+  return [f"{k}: {v}" for k, v in sorted(report.failed.items())
+          if video_ids is None or k in video_ids]
 
 
 def cached_windows(cache: str, videos: Iterable[decode.VideoFile]

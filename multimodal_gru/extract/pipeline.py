@@ -47,7 +47,8 @@ class Extractor:
     if config.video.encoder not in VIDEO_ENCODERS:
       raise ValueError(f"video.encoder must be one of {sorted(VIDEO_ENCODERS)}, "
                        f"got {config.video.encoder!r}")
-    self.video = VIDEO_ENCODERS[config.video.encoder](config.video.batch_size)
+    self.video = VIDEO_ENCODERS[config.video.encoder](config.video.batch_size,
+                                                      config.video.input_size)
     self.image = image_encoder.ImageEncoder(config.image.model, config.image.batch_size)
     self.captioner = self._make_captioner(config.captioner)
     self.text = text_encoder.SentenceEncoder(config.text.model, config.text.max_length,
@@ -70,7 +71,7 @@ class Extractor:
 
   @property
   def dims(self) -> dict[str, int]:
-    return {"video": self.video.dim, "image": int(self.image.dim), "text": int(self.text.dim)}
+    return {"video": self.video.dim, "image": self.image.dim, "text": self.text.dim}
 
   def windows(self, path: str, video_id: str | None = None) -> Iterator[Window]:
     """Extracts every window of a video; raises `decode.VideoDecodeError`."""
@@ -140,7 +141,8 @@ class Extractor:
       config[field].model = path
     if recorded["caption_source"] == captioner_lib.KINETICS_SOURCE:
       config.captioner.model = config_lib.KINETICS
-    config.captioner.fallback_to_kinetics = False   # other captions = other text features
+    else:
+      config.captioner.fallback_to_kinetics = False   # other captions = other text features
     extractor = cls(config)
     problems = [f"{m} dim {extractor.dims[m]} != recorded {d}"
                 for m, d in info.get("dims", {}).items() if extractor.dims.get(m) != d]

@@ -38,13 +38,18 @@ def real_clip(name: str) -> tuple[str | None, str]:
 
 def synthetic_frames(num_frames: int, size: int = 64, seed: int = 0,
                      cut_at: int | None = None) -> np.ndarray:
-  """[N, size, size, 3] uint8: a random 8 x 8 colour grid sliding right one pixel per frame,
-  inverted from frame `cut_at` on (a scene cut)."""
-  grid = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-  image = np.kron(grid, np.ones((size // 8, size // 8, 1), np.uint8))
-  frames = np.stack([np.roll(image, i, axis=1) for i in range(num_frames)])
-  if cut_at is not None:
-    frames[cut_at:] = 255 - frames[cut_at:]
+  """[N, size, size, 3] uint8: a white square moving one pixel per frame over a random
+  8 x 8 colour grid; from frame `cut_at` on the grid is another one (a scene cut)."""
+  def grid(s):
+    colours = np.random.default_rng(s).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return np.kron(colours, np.ones((size // 8, size // 8, 1), np.uint8))
+  scenes = [grid(seed), grid(seed + 1000)]
+  side = size // 8
+  frames = np.empty((num_frames, size, size, 3), np.uint8)
+  for i in range(num_frames):
+    frames[i] = scenes[cut_at is not None and i >= cut_at]
+    x = i % (size - side)
+    frames[i, side:2 * side, x:x + side] = 255
   return frames
 
 

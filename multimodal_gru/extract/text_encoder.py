@@ -98,6 +98,6 @@ class SentenceEncoder:
                             self.batch_size)
 
   def info(self) -> dict:
-    return {"name": weights.describe(self.name), "class": self.model_class, "dim": int(self.dim),
+    return {"name": weights.describe(self.name), "class": self.model_class, "dim": self.dim,
             "pooling": self.pooling, "l2_normalized": self.normalize,
             "max_length": self.max_length}

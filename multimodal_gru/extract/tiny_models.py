@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import transformers
 
+from multimodal_gru.extract import captioner
 from multimodal_gru.extract import config as config_lib
 from multimodal_gru.extract import weights
 
@@ -29,9 +30,6 @@ def _save_random(model_class, config, folder: str, seed: int) -> None:
   Filled in numpy from the parameter shapes: Flax's own random init of even a
   tiny model costs seconds of compilation.
   """
-  if model_class is transformers.FlaxVisionEncoderDecoderModel:   # has no _do_init=False
-    model_class(config, seed=seed).save_pretrained(folder)
-    return
   model = model_class(config, _do_init=False)
   shapes = jax.eval_shape(functools.partial(model.init_weights, input_shape=model.input_shape),
                           jax.random.PRNGKey(seed))
@@ -72,7 +70,7 @@ def save_captioner(folder: str, seed: int = 0) -> str:
   config.decoder_start_token_id = tokenizer.cls_token_id
   config.eos_token_id = tokenizer.sep_token_id
   config.pad_token_id = tokenizer.pad_token_id
-  _save_random(transformers.FlaxVisionEncoderDecoderModel, config, folder, seed)
+  _save_random(captioner.FlaxVisionEncoderDecoder, config, folder, seed)
   tokenizer.save_pretrained(folder)
   _vit_processor(_VIT["image_size"]).save_pretrained(folder)
   return folder

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import types
 from typing import Any
 
+import flax
+from flax import traverse_util
 import jax
+import transformers
+from transformers import modeling_flax_pytorch_utils
 
 from multimodal_gru.extract import config as config_lib
 
@@ -79,11 +84,20 @@ def from_pretrained(cls: Any, name_or_path: str, what: str, field: str, **kwargs
 
 
 def load_flax_model(cls: Any, name_or_path: str, what: str, field: str) -> tuple[Any, Any]:
-  """(model, params on device), skipping Flax's random init where transformers can.
+  """(model, params on device), without Flax's random init wherever possible.
 
-  PyTorch-format checkpoints (e.g. all-MiniLM-L6-v2's safetensors) and
-  FlaxVisionEncoderDecoderModel are only loaded through an initialised model.
+  transformers builds a randomly initialised model op by op before loading
+  (seconds to tens of seconds of compilation on CPU) unless `_do_init=False`;
+  that option does not work for PyTorch-format checkpoints, which are then
+  converted here from the parameter shapes (local folders), or else loaded the
+  slow way.
   """
+  path = resolve(name_or_path)
+  if (os.path.isfile(os.path.join(path, "model.safetensors"))
+      and not os.path.isfile(os.path.join(path, "flax_model.msgpack"))):
+    model, params = _convert_safetensors(cls, path, what, field)
+    if params is not None:
+      return model, jax.device_put(params)
   try:
     model, params = from_pretrained(cls, name_or_path, what, field, _do_init=False)
   except WeightsNotFoundError as e:
@@ -92,3 +106,29 @@ def load_flax_model(cls: Any, name_or_path: str, what: str, field: str) -> tuple
     model = from_pretrained(cls, name_or_path, what, field)
     params = model.params
   return model, jax.device_put(params)
+
+
+def _convert_safetensors(cls: Any, folder: str, what: str, field: str) -> tuple[Any, Any]:
+  """(model, params) from a folder's PyTorch-format model.safetensors; params None if the
+  model has batch statistics (left to transformers)."""
+  config = from_pretrained(transformers.AutoConfig, folder, what, field)
+  model = (cls.from_config(config, _do_init=False) if hasattr(cls, "from_config")
+           else cls(config, _do_init=False))
+  shapes = flax.core.unfreeze(model.params_shape_tree)
+  if "batch_stats" in shapes:
+    return model, None
+  # The converter reads only the prefix and the parameter shapes of the model it is given.
+  shape_model = types.SimpleNamespace(base_model_prefix=model.base_model_prefix, params=shapes)
+  state = modeling_flax_pytorch_utils.load_pytorch_checkpoint_in_flax_state_dict(
+      shape_model, os.path.join(folder, "model.safetensors"), is_sharded=False)
+  prefix = model.base_model_prefix
+  if prefix not in shapes and prefix in state:    # head checkpoint into a base model
+    state = state[prefix]
+  elif prefix in shapes and prefix not in state:  # base checkpoint into a model with a head
+    state = {prefix: state}
+  state, expected = traverse_util.flatten_dict(state), traverse_util.flatten_dict(shapes)
+  bad = [k for k, v in expected.items() if k not in state or state[k].shape != v.shape]
+  if bad:
+    raise WeightsNotFoundError(f"{what}: {folder}/model.safetensors lacks or misshapes "
+                               f"{len(bad)} parameters, e.g. {'/'.join(bad[0])}")
+  return model, traverse_util.unflatten_dict({k: state[k] for k in expected})

@@ -159,7 +159,8 @@ class GRULayer(nn.Module):
     input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(0, -1, batch_axis=1),
                               (in_dim, num_dirs, 3 * hidden))
     input_bias = self.param("input_bias", nn.initializers.zeros_init(), (num_dirs, 3 * hidden))
-    hidden_kernel = self.param("hidden_kernel", _orthogonal_per_gate, (num_dirs, hidden, 3 * hidden))
+    hidden_kernel = self.param("hidden_kernel", _orthogonal_per_gate,
+                               (num_dirs, hidden, 3 * hidden))
     hidden_bias = self.param("hidden_bias", nn.initializers.zeros_init(), (num_dirs, hidden))
 
     projected = jnp.einsum("tbd,dek->tbek", x.astype(self.dtype), input_kernel.astype(self.dtype),
@@ -247,7 +248,8 @@ def torch_gru_to_params(state_dict: Mapping[str, np.ndarray], num_layers: int,
       w_ih, w_hh, b_ih, b_hh = get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
       hidden = w_hh.shape[1]
       parts["input_kernel"].append(w_ih.T)
-      parts["input_bias"].append(b_ih + np.concatenate([b_hh[:2 * hidden], np.zeros(hidden, np.float32)]))
+      folded_hidden_bias = np.concatenate([b_hh[:2 * hidden], np.zeros(hidden, np.float32)])
+      parts["input_bias"].append(b_ih + folded_hidden_bias)
       parts["hidden_kernel"].append(w_hh.T)
       parts["hidden_bias"].append(b_hh[2 * hidden:])
     params[f"layer_{layer}"] = {

@@ -17,10 +17,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from multimodal_gru.prepare import affwild2
-from multimodal_gru.prepare import dvd
-
-DATASETS = {"dvd": dvd, "affwild2": affwild2}
+from multimodal_gru.prepare import DATASETS
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "extract", "config.py"),

@@ -8,10 +8,7 @@ import ml_collections
 from input_pipeline import shards
 from multimodal_gru.extract import jobs
 from multimodal_gru.extract import pipeline
-from multimodal_gru.prepare import affwild2
-from multimodal_gru.prepare import dvd
-
-DATASETS = {"dvd": dvd, "affwild2": affwild2}
+from multimodal_gru.prepare import DATASETS
 
 
 def build(dataset: str, manual_dir: str, out_dir: str,
@@ -35,10 +32,8 @@ def build(dataset: str, manual_dir: str, out_dir: str,
     to_clips = lambda video, window, a=annotations: [c for x in a[video]
                                                      for c in module.to_clips(x, window)]
     stats = jobs.write_split(out_dir, split, cache, list(annotations), to_clips, config)
-    split_ids = {video.video_id for video, _ in pairs}
     splits[split] = {**stats, "annotations": sum(map(len, annotations.values())),
-                     "failed": [f"{k}: {v}" for k, v in sorted(report.failed.items())
-                                if k in split_ids]}
+                     "failed": jobs.failure_list(report, {v.video_id for v, _ in pairs})}
   info = {**extractor.info(), **module.dataset_info(), "name": module.NAME, "splits": splits,
           "annotations_without_video": missing}
   shards.write_dataset_info(out_dir, info)
