@@ -20,6 +20,7 @@ steps included, as our scan computes them); see benchmarks/peak_flops.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -29,13 +30,41 @@ import traceback
 if __package__ in (None, ""):   # run as a file
   sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import peak_flops
 from configs import dvd
 from multimodal_gru import sharding, train
+from multimodal_gru.models import gru
 from multimodal_gru.models.model import build_model
+
+
+@contextlib.contextmanager
+def serial_orthogonal_init():
+  """Initialises GRU hidden kernels with one QR at a time (lax.map instead of vmap).
+
+  Works around a deadlock of jaxlib 0.10.2 on CPU: a jitted program with two or
+  more batched QRs of 256 x 256 blocks that may run concurrently (the streams'
+  orthogonal inits in train.create_train_state at configs/dvd.py sizes) hangs
+  forever on a 2-thread intra-op pool; each QR's ParallelBatchMap waits for
+  subtasks queued behind the other. Same distribution of initial values.
+  """
+  original = gru._orthogonal_per_gate   # pylint: disable=protected-access
+
+  def one_block_at_a_time(key, shape, dtype=jnp.float32):
+    num_dirs, hidden, _ = shape
+    blocks = jax.lax.map(lambda k: nn.initializers.orthogonal()(k, (hidden, hidden), dtype),
+                         jax.random.split(key, num_dirs * 3))
+    return blocks.reshape(num_dirs, 3, hidden, hidden).transpose(0, 2, 1, 3).reshape(shape)
+
+  gru._orthogonal_per_gate = one_block_at_a_time   # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    gru._orthogonal_per_gate = original   # pylint: disable=protected-access
 
 
 def _large(c):
@@ -78,7 +107,8 @@ class JaxStep:
   def __init__(self, config, batch):
     mesh = sharding.make_mesh(config.mesh)
     model = build_model(config)
-    self.state, state_shardings = train.create_train_state(config, model, mesh)
+    with serial_orthogonal_init():
+      self.state, state_shardings = train.create_train_state(config, model, mesh)
     self.batch = sharding.make_global_batch(batch, mesh)
     self.rng = jax.random.key(config.seed + 1)
     step_fn = train.make_train_step(config, model)
@@ -155,7 +185,8 @@ def run_setting(setting: str, args, peak: float) -> list[dict]:
   if not args.no_torch:
     if args.check and config.model.dtype == "float32":
       from benchmarks import torch_reference   # pylint: disable=g-import-not-at-top
-      diffs = torch_reference.check_equivalence(config, synthetic_batch(config, 4, seed=1))
+      with serial_orthogonal_init():
+        diffs = torch_reference.check_equivalence(config, synthetic_batch(config, 4, seed=1))
       print("  torch reference vs ours (same params, eval mode): "
             + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()), flush=True)
       notes["equivalence"] = diffs

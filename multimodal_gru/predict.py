@@ -110,7 +110,7 @@ def restore_params(workdir: str, config) -> tuple[Any, int]:
   abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                           shapes, sharding.param_shardings(shapes, mesh))
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True),
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
                                   item_names=("state", "data_iter"))
   step = manager.latest_step() if os.path.isdir(directory) else None
   if step is None:

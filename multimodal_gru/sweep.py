@@ -334,18 +334,20 @@ class _StopRequests:
       signal.signal(s, handler)
 
 
-def child_environment(compilation_cache: str) -> dict[str, str]:
+def child_environment() -> dict[str, str]:
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
-  if compilation_cache and "JAX_COMPILATION_CACHE_DIR" not in env:
-    env["JAX_COMPILATION_CACHE_DIR"] = os.path.abspath(compilation_cache)
   return env
 
 
 def run_local(runs: list[Run], selected: list[Run], save_state, config_arg: str,
-              flag_overrides: Sequence[str], compilation_cache: str) -> int:
-  """Trains the selected points one after another; returns the sweep's exit status."""
-  env = child_environment(compilation_cache)
+              flag_overrides: Sequence[str]) -> int:
+  """Trains the selected points one after another; returns the sweep's exit status.
+
+  The trainer's persistent compilation cache (see multimodal_gru/main.py) lets points
+  that differ only in their seed, and resumed points, skip compilation.
+  """
+  env = child_environment()
   width = len(str(len(selected)))
   stop = _StopRequests()
   failed = 0
@@ -413,9 +415,6 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
   parser.add_argument("--dry_run", "--dry-run", action="store_true",
                       help="validate, then print the commands; run and write nothing")
   parser.add_argument("--filter", default="", help="regex; keep the points whose name matches")
-  parser.add_argument("--compilation_cache", default=None,
-                      help="JAX persistent compilation cache for local runs (default ROOT/jax_cache; "
-                           "'' = off; an exported JAX_COMPILATION_CACHE_DIR wins)")
   parser.add_argument("--no_report", action="store_true", help="local: skip the report at the end")
   parser.add_argument("--tpu", default=None, help="tpu_pod: the TPU VM name")
   parser.add_argument("--zone", default=None, help="tpu_pod: its zone")
@@ -469,13 +468,12 @@ def main(argv: Sequence[str]) -> int:
       write_sweep_file(root, args.config, flag_overrides, args.launcher, runs)
     return 0
 
-  cache = os.path.join(root, "jax_cache") if args.compilation_cache is None else args.compilation_cache
   save_state = lambda: write_sweep_file(root, args.config, flag_overrides, "local", runs)
   t0 = time.time()
   try:
     with _exclusive(root):
       save_state()
-      status = run_local(runs, selected, save_state, args.config, flag_overrides, cache)
+      status = run_local(runs, selected, save_state, args.config, flag_overrides)
   except SweepError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

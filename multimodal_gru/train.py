@@ -136,8 +136,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = build_model(config)
   is_chief = jax.process_index() == 0
   writer = summary.create_default_writer(workdir, just_logging=not is_chief)
-  logging.info("Mesh %s over %d devices (%d processes)", dict(mesh.shape), jax.device_count(),
-               jax.process_count())
 
   train_iter = pipeline.create_train_iterator(config)
   state, state_shardings = create_train_state(config, model, mesh)
@@ -213,8 +211,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     preemption.restore()
     writer.flush()
 
+  skipped = pipeline.skipped_records(train_iter)
+  if skipped:
+    logging.warning("Skipped bad training records (data.skip_bad_records=True): %s", skipped)
   results = {
       "step": step,
+      "skipped_records": skipped,
       "task": config.task,
       "primary_metric": PRIMARY_METRIC[config.task],
       "metrics": eval_metrics,

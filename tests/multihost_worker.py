@@ -9,7 +9,8 @@ workdir)`. It records which examples each training and evaluation batch of this
 process held (by the id that `write_dataset` writes into every clip) and writes
 them with the returned results to `{record}.{process_index}.json`.
 
-The helpers (`write_dataset`, `scale_config`, `worker_command`, ...) are shared with
+The other functions (the data, the config, the environment of a worker, and
+reading back records, TensorBoard scalars and checkpoints) are shared by
 tests/test_multidevice.py and tests/test_multihost.py.
 """
 
@@ -49,17 +50,18 @@ def batch_ids(batch) -> list[int]:
 def scale_config(data_dir: str, overrides: dict | None = None):
   """configs/demo.py shrunk to seconds per run; `overrides` maps "section.field" to values.
 
-  Sizes: hidden 32 so that the GRU kernels (>= 4096 elements) are sharded over
-  "fsdp" and most kernels over "model" (output dims divisible by 4); global
-  batch 16 = one row per batch shard on 8 devices x 2.
+  Sizes: the GRU input kernels [64, 2, 48] (>= 4096 elements) are sharded over
+  "fsdp", most kernels over "model" (output dims divisible by 4); global batch
+  16 = two rows per batch shard on 8 devices. Hidden 16 also keeps each batched
+  QR of the orthogonal GRU init below jaxlib's threading threshold (see
+  test_multidevice.test_demo_model_initialises_on_8_devices).
   """
   from configs import demo
   c = demo.get_config("classification")
   c.data.dir = data_dir
   c.data.generate_demo = False
   c.data.read_threads = 2
-  c.data.max_steps.video, c.data.max_steps.image, c.data.max_steps.text = 8, 12, 4
-  c.model.hidden_dim = 32
+  c.model.hidden_dim = 16
   c.model.mlp_dim = 64
   c.model.num_heads = 2
   c.model.fusion = "concat"
@@ -101,7 +103,47 @@ def write_spec(path: str, data_dir: str, workdir: str, overrides: dict | None = 
 
 
 def read_records(workdir: str, process_count: int) -> list[dict]:
-  return [json.load(open(os.path.join(workdir, f"record.{i}.json"))) for i in range(process_count)]
+  records = []
+  for i in range(process_count):
+    with open(os.path.join(workdir, f"record.{i}.json")) as f:
+      records.append(json.load(f))
+  return records
+
+
+def train_scalars(workdir: str, tag: str) -> dict[int, float]:
+  """{step: value} of a TensorBoard scalar in workdir (e.g. "train/loss")."""
+  from tensorboard.backend.event_processing import event_accumulator
+  acc = event_accumulator.EventAccumulator(workdir, size_guidance={event_accumulator.SCALARS: 0})
+  acc.Reload()
+  return {e.step: e.value for e in acc.Scalars(tag)}
+
+
+def checkpoint_arrays(workdir: str, step: int) -> dict[str, np.ndarray]:
+  """The train state of a checkpoint as numpy arrays keyed by path ("['params']['...']")."""
+  import jax
+  import orbax.checkpoint as ocp
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  checkpointer = ocp.StandardCheckpointer()
+  metadata = checkpointer.metadata(path).item_metadata.tree
+  target = jax.tree.map(lambda m: np.zeros(m.shape, m.dtype), metadata)   # restore as numpy
+  restored = checkpointer.restore(path, target)
+  return {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(restored)}
+
+
+def checkpoint_partition_specs(workdir: str, step: int) -> dict[str, tuple]:
+  """How each array of a checkpoint's train state was sharded when it was saved."""
+  import jax
+  import orbax.checkpoint as ocp
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  metadata = ocp.StandardCheckpointer().metadata(path).item_metadata.tree
+  return {jax.tree_util.keystr(k): tuple(m.sharding.partition_spec)
+          for k, m in jax.tree_util.tree_leaves_with_path(metadata)}
+
+
+def max_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+  """max |a - b| over all arrays of two checkpoints; the keys must agree."""
+  assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+  return max(float(np.abs(a[k].astype(np.float64) - b[k]).max(initial=0.0)) for k in a)
 
 
 def _install_recorders(log: dict) -> None:
@@ -149,8 +191,9 @@ def main(spec_path: str) -> None:
   config = scale_config(spec["data_dir"], spec["overrides"])
   results = train.train_and_evaluate(config, spec["workdir"])
   record = dict(log, results={k: v for k, v in results.items() if k != "config"},
-                process_index=jax.process_index(), process_count=jax.process_count(),
-                local_devices=jax.local_device_count(), devices=jax.device_count())
+                pid=os.getpid(), process_index=jax.process_index(),
+                process_count=jax.process_count(), local_devices=jax.local_device_count(),
+                devices=jax.device_count())
   with open(f"{spec['record']}.{jax.process_index()}.json", "w") as f:
     json.dump(record, f)
 

@@ -17,8 +17,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from input_pipeline import shards
-from multimodal_gru import demo_data, grid, report, sweep, train
+from multimodal_gru import grid, report, sweep, train
 from multimodal_gru.models.model import build_model
 
 # ml_collections' config_flags loads config files with the deprecated load_module().
@@ -347,14 +346,6 @@ def test_report_without_runs_fails(tmp_path):
 # --- end to end -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-  data = tmp_path_factory.mktemp("data")
-  shards.write_split(str(data), "train", demo_data.generate_clips("train", 64, 0), num_shards=2)
-  shards.write_split(str(data), "eval", demo_data.generate_clips("eval", 32, 0), num_shards=1)
-  return data
-
-
 def _wait_for(predicate, timeout_s, what):
   deadline = time.time() + timeout_s
   while time.time() < deadline:
@@ -365,10 +356,10 @@ def _wait_for(predicate, timeout_s, what):
 
 
 @pytest.mark.slow
-def test_sweep_end_to_end_interrupt_resume_report(tmp_path, tiny_data):
+def test_sweep_end_to_end_interrupt_resume_report(tmp_path, tiny_demo_dir):
   points = [{"model.fusion": "concat", "seed": 0}, {"model.fusion": "concat", "seed": 1},
             {"model.fusion": "xattn_bidir", "seed": 0}]
-  config = write_config(tmp_path, points, data_dir=tiny_data, num_steps=200)
+  config = write_config(tmp_path, points, data_dir=tiny_demo_dir, num_steps=200)
   root = tmp_path / "root"
   runs = sweep.expand(config, str(root))
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
@@ -408,4 +399,3 @@ def test_sweep_end_to_end_interrupt_resume_report(tmp_path, tiny_data):
       ["fusion=concat", "fusion=xattn_bidir"], ["fusion=xattn_bidir", "fusion=concat"])
   assert [line.split("|")[2].strip() for line in table if "concat" in line] == ["2"]
   assert (root / "report.png").stat().st_size > 1000
-  assert (root / "jax_cache").is_dir() and os.listdir(root / "jax_cache")

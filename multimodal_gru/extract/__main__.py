@@ -8,7 +8,8 @@ r"""Extracts video / image / text features from raw videos into clip shards.
 of them. Every field of multimodal_gru/extract/config.py is a --config.* flag.
 Writes {out}/{split}-*.tfrecord and {out}/dataset_info.json; finished videos
 are cached in {out}/extract_cache/, so a rerun skips them. Files that fail to
-decode are reported and skipped.
+decode are reported and skipped. Set HF_HUB_OFFLINE=1 where models are only
+local (transformers otherwise retries the hub for about 30 s per model).
 """
 
 import os

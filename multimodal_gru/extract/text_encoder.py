@@ -11,7 +11,6 @@ projected text embedding.
 from __future__ import annotations
 
 import json
-import os
 from typing import Sequence
 
 import jax
@@ -25,9 +24,13 @@ from multimodal_gru.extract import weights
 _LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
 
 
-def _read_json(folder: str, name: str) -> dict | list | None:
-  path = os.path.join(folder, name)
-  if not os.path.exists(path):
+def _read_json(name_or_path: str, filename: str) -> dict | list | None:
+  """A JSON file of a local folder or hub repo (hub cache), None if it has none."""
+  path = transformers.utils.cached_file(
+      weights.resolve(name_or_path), filename, local_files_only=weights.offline(),
+      _raise_exceptions_for_missing_entries=False,
+      _raise_exceptions_for_connection_errors=False)
+  if path is None:
     return None
   with open(path) as f:
     return json.load(f)
@@ -45,7 +48,6 @@ class SentenceEncoder:
     what, field = "text model", "text.model"
     config = weights.from_pretrained(transformers.AutoConfig, name_or_path, what, field)
     self.tokenizer = weights.from_pretrained(transformers.AutoTokenizer, name_or_path, what, field)
-    folder = weights.resolve(name_or_path)
     self.is_clip = config.model_type == "clip"
     if self.is_clip:
       self.model, self.params = weights.load_flax_model(transformers.FlaxCLIPModel, name_or_path,
@@ -55,14 +57,15 @@ class SentenceEncoder:
     else:
       self.model, self.params = weights.load_flax_model(transformers.FlaxAutoModel, name_or_path,
                                                         what, field)
-      pooling = _read_json(folder, "1_Pooling/config.json") or {"pooling_mode_mean_tokens": True}
+      pooling = (_read_json(name_or_path, "1_Pooling/config.json")
+                 or {"pooling_mode_mean_tokens": True})
       modes = [m for m in ("mean", "cls", "max") if pooling.get(f"pooling_mode_{m}_tokens")]
       if len(modes) != 1:
         raise ValueError(f"{what} {name_or_path}: unsupported pooling {pooling}")
       self.pooling = modes[0]
-      modules = _read_json(folder, "modules.json") or []
+      modules = _read_json(name_or_path, "modules.json") or []
       self.normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
-      limit = (_read_json(folder, "sentence_bert_config.json") or {}).get(
+      limit = (_read_json(name_or_path, "sentence_bert_config.json") or {}).get(
           "max_seq_length", config.max_position_embeddings)
     self.max_length = min(max_length, limit)
     self.model_class = type(self.model).__name__
