@@ -5,7 +5,8 @@ checkpoint resumes on any device count and mesh. grain saves the input position
 as one `data_iter/process_{i}-of-{n}.json` per process: with the same process
 count each process restores its own; with another count the positions are
 recomputed (`reshard_iterator_states`) where that is exact, and otherwise the
-restore stops with an error that says what to do.
+restore stops with an error that says what to do. Without a data_iter folder
+the state is restored and the input stream starts from its beginning.
 """
 
 import json
