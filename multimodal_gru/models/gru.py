@@ -137,8 +137,10 @@ gru_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 def _orthogonal_per_gate(key, shape, dtype=jnp.float32):
   """[E, H, 3H] hidden kernel: an orthogonal [H, H] block per direction and gate."""
   num_dirs, hidden, _ = shape
-  blocks = jax.vmap(lambda k: nn.initializers.orthogonal()(k, (hidden, hidden), dtype))(
-      jax.random.split(key, num_dirs * 3))
+  # lax.map, not vmap: a batched QR splits across jaxlib's CPU thread pool and deadlocks
+  # when every (simulated) device initialises at once.
+  blocks = jax.lax.map(lambda k: nn.initializers.orthogonal()(k, (hidden, hidden), dtype),
+                       jax.random.split(key, num_dirs * 3))
   return blocks.reshape(num_dirs, 3, hidden, hidden).transpose(0, 2, 1, 3).reshape(shape)
 
 
