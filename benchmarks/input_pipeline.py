@@ -1,12 +1,15 @@
 r"""Throughput of the input pipeline alone: shards -> parsed, validated, padded batches.
 
-Writes synthetic shards of realistic size (the default config: video [16, 1024],
+Writes synthetic shards of realistic size (configs/dvd.py: video [16, 1024],
 image [32, 768], text [8, 384], float16; clip lengths vary around max_steps), then
 measures records/s and MB/s (serialized record bytes read) of
 
-  read      CRC-checked record reads only (TFRecordShardsSource, one thread)
-  decode    read + decode + validate + pad, one thread, no grain
-  pipeline  create_train_iterator end to end, for each --threads x --workers setting
+  read        CRC-checked record reads only (TFRecordShardsSource, one thread)
+  decode      read + decode + validate + pad, one thread, no grain
+  pipeline    create_train_iterator end to end, for each --threads x --workers setting
+  train step  examples/s the jitted train step of the same config consumes
+              (benchmarks/train_step.py's JaxStep, same batch size), the baseline
+              of the "x train step" column; --no_train_step skips it
 
 Usage:
   python -m benchmarks.input_pipeline --threads=0,1,2,4 --workers=0,2 --out=/tmp/ip.json
@@ -32,7 +35,7 @@ from input_pipeline import pipeline
 from input_pipeline import record_format
 from input_pipeline import shards
 from input_pipeline import source as source_lib
-from multimodal_gru import config_base
+from configs import dvd
 
 _DIR = flags.DEFINE_string("dir", "", "Folder for the synthetic shards (default: a temp dir).")
 _RECORDS = flags.DEFINE_integer("records", 2048, "Synthetic records to write.")
@@ -42,6 +45,8 @@ _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _BATCHES = flags.DEFINE_integer("batches", 40, "Timed batches per pipeline setting.")
 _THREADS = flags.DEFINE_list("threads", ["0", "1", "2", "4"], "data.read_threads to try.")
 _WORKERS = flags.DEFINE_list("workers", ["0"], "data.worker_count to try (e.g. 0,2).")
+_TRAIN_STEP = flags.DEFINE_bool("train_step", True,
+                                 "Also time the train step of the same config (the baseline).")
 _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
 
 
@@ -104,9 +109,20 @@ def _bench_pipeline(config) -> dict:
           "first_batch_s": first}
 
 
+def _bench_train_step(config, steps: int = 5) -> dict:
+  from benchmarks import train_step   # pylint: disable=g-import-not-at-top
+  step = train_step.JaxStep(config, train_step.synthetic_batch(config))
+  step()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return {"records": steps * config.train.batch_size, "seconds": time.perf_counter() - start,
+          "compile_s": step.compile_s}
+
+
 def main(argv):
   del argv
-  config = config_base.get_base_config()
+  config = dvd.get_config()
   config.train.batch_size = _BATCH.value
   with tempfile.TemporaryDirectory() as tmp:
     config.data.dir = _DIR.value or tmp
@@ -125,16 +141,23 @@ def main(argv):
         config.data.read_threads = threads
         config.data.worker_count = workers
         rows.append((f"pipeline threads={threads} workers={workers}", _bench_pipeline(config)))
+  train_rate = None
+  if _TRAIN_STEP.value:
+    r = _bench_train_step(config)
+    train_rate = r["records"] / r["seconds"]
+    rows.append(("train step (examples consumed)", r))
 
   results = []
   print(f"\n{len(source)} records of {record_mb * 1024:.0f} KiB ({_DTYPE.value}), batch "
         f"{_BATCH.value}, {os.cpu_count()} CPUs")
-  print(f"{'stage':<36} {'records/s':>10} {'MB/s':>8} {'first batch s':>14}")
+  print(f"{'stage':<36} {'records/s':>10} {'MB/s':>8} {'first batch s':>14} {'x train step':>13}")
   for name, r in rows:
     rate = r["records"] / r["seconds"]
     first = f"{r['first_batch_s']:.2f}" if "first_batch_s" in r else ""
-    print(f"{name:<36} {rate:>10.0f} {rate * record_mb:>8.1f} {first:>14}")
-    results.append(dict(stage=name, records_per_s=rate, mb_per_s=rate * record_mb, **r))
+    ratio = f"{rate / train_rate:.1f}" if train_rate else ""
+    print(f"{name:<36} {rate:>10.0f} {rate * record_mb:>8.1f} {first:>14} {ratio:>13}")
+    results.append(dict(stage=name, records_per_s=rate, mb_per_s=rate * record_mb,
+                        over_train_step=rate / train_rate if train_rate else None, **r))
   summary = dict(records=len(source), record_kib=record_mb * 1024, dtype=_DTYPE.value,
                  batch_size=_BATCH.value, cpus=os.cpu_count(), results=results)
   print(json.dumps(summary))

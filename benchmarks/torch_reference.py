@@ -209,7 +209,8 @@ def compute_losses(outputs, batch, config, clip_targets=None, step_targets=None)
   total = config.loss.clip_weight * parts["clip_loss"] + config.loss.step_weight * parts["step_loss"]
   if "recon" in outputs:
     recon = []
-    for n, r in sorted(outputs["recon"].items()):
+    for n in sorted(outputs["recon"]):
+      r = outputs["recon"][n]
       mask = (batch[f"{n}_mask"] & batch["example_mask"][:, None]).float()
       per_step = (r - batch[n]).square().mean(-1)
       recon.append((per_step * mask).sum() / mask.sum().clamp(min=1.0))

@@ -20,7 +20,6 @@ steps included, as our scan computes them); see benchmarks/peak_flops.py.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -29,42 +28,17 @@ import traceback
 
 if __package__ in (None, ""):   # run as a file
   sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# libgomp's default spin-waiting makes torch burn its time slices on a shared,
+# oversubscribed CPU (6x the CPU time of a GRU step measured here); before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import peak_flops
 from configs import dvd
 from multimodal_gru import sharding, train
-from multimodal_gru.models import gru
 from multimodal_gru.models.model import build_model
-
-
-@contextlib.contextmanager
-def serial_orthogonal_init():
-  """Initialises GRU hidden kernels with one QR at a time (lax.map instead of vmap).
-
-  Works around a deadlock of jaxlib 0.10.2 on CPU: a jitted program with two or
-  more batched QRs of 256 x 256 blocks that may run concurrently (the streams'
-  orthogonal inits in train.create_train_state at configs/dvd.py sizes) hangs
-  forever on a 2-thread intra-op pool; each QR's ParallelBatchMap waits for
-  subtasks queued behind the other. Same distribution of initial values.
-  """
-  original = gru._orthogonal_per_gate   # pylint: disable=protected-access
-
-  def one_block_at_a_time(key, shape, dtype=jnp.float32):
-    num_dirs, hidden, _ = shape
-    blocks = jax.lax.map(lambda k: nn.initializers.orthogonal()(k, (hidden, hidden), dtype),
-                         jax.random.split(key, num_dirs * 3))
-    return blocks.reshape(num_dirs, 3, hidden, hidden).transpose(0, 2, 1, 3).reshape(shape)
-
-  gru._orthogonal_per_gate = one_block_at_a_time   # pylint: disable=protected-access
-  try:
-    yield
-  finally:
-    gru._orthogonal_per_gate = original   # pylint: disable=protected-access
 
 
 def _large(c):
@@ -107,8 +81,7 @@ class JaxStep:
   def __init__(self, config, batch):
     mesh = sharding.make_mesh(config.mesh)
     model = build_model(config)
-    with serial_orthogonal_init():
-      self.state, state_shardings = train.create_train_state(config, model, mesh)
+    self.state, state_shardings = train.create_train_state(config, model, mesh)
     self.batch = sharding.make_global_batch(batch, mesh)
     self.rng = jax.random.key(config.seed + 1)
     step_fn = train.make_train_step(config, model)
@@ -143,7 +116,7 @@ class TorchStep:
       self.compile_s = time.perf_counter() - start
 
   def __call__(self):
-    return float(self.trainer.step(self.batch)["loss"])
+    return self.trainer.step(self.batch)["loss"].item()
 
 
 def time_interleaved(fns, rounds: int, reps: int, warmup: int = 2):
@@ -166,7 +139,6 @@ def time_interleaved(fns, rounds: int, reps: int, warmup: int = 2):
 
 
 def run_setting(setting: str, args, peak: float) -> list[dict]:
-  import torch   # pylint: disable=g-import-not-at-top
   config = make_config(setting, args.dtype)
   batch = synthetic_batch(config)
   size = config.train.batch_size
@@ -183,32 +155,36 @@ def run_setting(setting: str, args, peak: float) -> list[dict]:
         f"{ours.matmul_flops / 1e9:.1f} (XLA cost analysis: {(ours.xla_flops or 0) / 1e9:.1f}, "
         "loop bodies once)", flush=True)
   if not args.no_torch:
+    import torch   # pylint: disable=g-import-not-at-top
     if args.check and config.model.dtype == "float32":
       from benchmarks import torch_reference   # pylint: disable=g-import-not-at-top
-      with serial_orthogonal_init():
-        diffs = torch_reference.check_equivalence(config, synthetic_batch(config, 4, seed=1))
+      diffs = torch_reference.check_equivalence(config, synthetic_batch(config, 4, seed=1))
       print("  torch reference vs ours (same params, eval mode): "
             + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()), flush=True)
       notes["equivalence"] = diffs
     fns["torch_eager"] = TorchStep(config, batch, compile=False)
     if args.torch_compile:
       try:
+        torch._dynamo.utils.counters.clear()   # pylint: disable=protected-access
         compiled = TorchStep(config, batch, compile=True)
         fns["torch_compile"] = compiled
-        notes["torch_compile"] = dict(compile_s=compiled.compile_s)
-        print(f"  torch.compile: first step (compilation) {compiled.compile_s:.1f} s", flush=True)
+        breaks = dict(torch._dynamo.utils.counters["graph_break"])   # pylint: disable=protected-access
+        notes["torch_compile"] = dict(compile_s=compiled.compile_s, graph_breaks=breaks)
+        print(f"  torch.compile: first step (compilation) {compiled.compile_s:.1f} s, "
+              f"{sum(breaks.values())} graph breaks: {list(breaks)[:3]}", flush=True)
       except Exception as e:   # pylint: disable=broad-except
         notes["torch_compile"] = dict(error=f"{type(e).__name__}: {e}"[:2000])
         print(f"  torch.compile failed: {type(e).__name__}: {str(e)[:500]}", flush=True)
         traceback.print_exc(limit=3)
   times = time_interleaved(fns, args.rounds, args.reps)
   jax_wall = times["jax"][0]
+  torch_threads = None if args.no_torch else torch.get_num_threads()
   for name, (wall, cpu) in times.items():
     rows.append(dict(
         setting=setting, impl=name, batch_size=size, ms_per_step=wall * 1e3, cpu_ms_per_step=cpu * 1e3,
         examples_per_s=size / wall, matmul_gflop_per_step=ours.matmul_flops / 1e9,
         gflop_per_s=ours.matmul_flops / wall / 1e9, fraction_of_peak=ours.matmul_flops / wall / peak,
-        ours_over_this=(size / jax_wall) / (size / wall), torch_threads=torch.get_num_threads(),
+        ours_over_this=(size / jax_wall) / (size / wall), torch_threads=torch_threads,
         **notes.get(name, {})))
   if "equivalence" in notes:
     rows[0]["torch_equivalence"] = notes["equivalence"]
@@ -259,7 +235,8 @@ def main():
   load_before = os.getloadavg()
   matmul = peak_flops.measured_matmul_flops()
   print(f"jax {jax.__version__} ({jax.devices()[0].platform}, XLA:CPU intra-op threads = "
-        f"{len(os.sched_getaffinity(0))} usable cores); torch threads {args.threads}")
+        f"{len(os.sched_getaffinity(0))} usable cores); torch threads {args.threads}, "
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
   print(f"CPU {info['model']}: peak {peak_flops.peak_formula(info)}; "
         f"measured XLA 1024^3 matmul {matmul / 1e9:.1f} GFLOP/s; load average {load_before}")
   rows = []
@@ -273,6 +250,7 @@ def main():
       json.dump(dict(jax_version=jax.__version__, cpu=info, peak_flops=peak,
                      peak_formula=peak_flops.peak_formula(info), measured_matmul_flops=matmul,
                      jax_threads=len(os.sched_getaffinity(0)), torch_threads=args.threads,
+                     omp_wait_policy=os.environ["OMP_WAIT_POLICY"],
                      load_before=load_before, load_after=load_after, rounds=args.rounds,
                      reps=args.reps, results=rows), f, indent=2)
     print(f"wrote {args.out}")

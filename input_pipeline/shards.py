@@ -104,6 +104,13 @@ def split_files(data_dir: str, split: str) -> list[str]:
   """Sorted shard paths of `split`; a clear error if there are none."""
   if not data_dir:
     raise DataNotFoundError(f"config.data.dir is not set. {HOW_TO_GET_DATA}")
+  if "://" in data_dir:
+    raise DataNotFoundError(
+        f"config.data.dir={data_dir!r} is remote; the reader needs local files (random access "
+        "by byte offset). Copy the shards to every host first, e.g. `gcloud storage rsync "
+        f"--recursive {data_dir} ~/data` (on a TPU pod: `python launch/tpu_pod.py stage ...`), "
+        "and pass --config.data.dir=~/data.")
+  data_dir = os.path.expanduser(data_dir)
   if not os.path.isdir(data_dir):
     raise DataNotFoundError(f"Data folder {data_dir!r} does not exist. {HOW_TO_GET_DATA}")
   paths = _existing_shards(data_dir, split)

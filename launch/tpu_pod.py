@@ -3,8 +3,9 @@
 
   python launch/tpu_pod.py create NAME --zone=us-central2-b --accelerator_type=v4-32 --spot
   python launch/tpu_pod.py setup  NAME --zone=us-central2-b
+  python launch/tpu_pod.py stage  NAME --zone=us-central2-b --src=gs://BUCKET/data/dvd --dest=data/dvd
   python launch/tpu_pod.py run    NAME --zone=us-central2-b --config=configs/dvd.py \
-      --workdir=gs://BUCKET/runs/dvd --config.train.batch_size=256
+      --workdir=gs://BUCKET/runs/dvd --config.data.dir=~/data/dvd --config.train.batch_size=256
   python launch/tpu_pod.py logs   NAME --zone=us-central2-b --dest=./tpu_logs
   python launch/tpu_pod.py delete NAME --zone=us-central2-b
 
@@ -74,7 +75,8 @@ def setup_remote_script(args) -> str:
       f"{args.python} {args.python}-venv))",
       f"{args.python} -m venv {venv}",
       f"{venv}/bin/pip install -q --upgrade pip",
-      f"{venv}/bin/pip install -q -e {code} {shlex.quote(JAX_TPU)} -f {LIBTPU_FIND_LINKS}",
+      # [gcs]: gcsfs, for a gs:// workdir (summaries, results.json; orbax's metadata)
+      f"{venv}/bin/pip install -q -e {code}[gcs] {shlex.quote(JAX_TPU)} -f {LIBTPU_FIND_LINKS}",
       f'echo "{pins}" > {marker}',
   ])
   force = f"rm -f {marker}; " if args.force else ""
@@ -88,6 +90,13 @@ def setup_commands(args, tarball: str) -> list[list[str]]:
       _tpu_vm(args, "scp", tarball, f"{args.name}:{REMOTE_TARBALL}", "--worker=all"),
       _ssh_all(args, setup_remote_script(args)),
   ]
+
+
+def stage_commands(args) -> list[list[str]]:
+  """Copies the prepared shards to every worker's disk (the reader needs local files)."""
+  dest = shlex.quote(args.dest)   # relative to home
+  return [_ssh_all(args, f"mkdir -p {dest} && gcloud storage rsync --recursive "
+                         f"{shlex.quote(args.src)} {dest}")]
 
 
 def train_remote_command(args) -> str:
@@ -188,6 +197,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                      help="copy the git tree to every worker, install once")
   p.add_argument("--python", default="python3.11", help="Python on the workers")
   p.add_argument("--force", action="store_true", help="reinstall even if already installed")
+  p = sub.add_parser("stage", parents=[common], help="copy the data to every worker's disk",
+                     epilog="Then train with --config.data.dir=~/DEST.")
+  p.add_argument("--src", required=True, help="prepared dataset folder, e.g. gs://BUCKET/data/dvd")
+  p.add_argument("--dest", required=True, type=_relative_path,
+                 help="folder on every worker, relative to home, e.g. data/dvd")
   p = sub.add_parser("run", parents=[common, remote], help="train on every worker",
                      epilog="Further --config.KEY=VALUE flags are passed to the trainer.")
   p.add_argument("--config", default="configs/dvd.py")
@@ -223,7 +237,7 @@ def main(argv: list[str]) -> None:
         pack_repo(REPO_ROOT, tarball)
       execute(setup_commands(args, tarball), args.dry_run)
     return
-  commands = {"create": create_commands, "run": run_commands, "logs": logs_commands,
+  commands = {"create": create_commands, "stage": stage_commands, "run": run_commands, "logs": logs_commands,
               "stop": stop_commands, "delete": delete_commands}[args.command](args)
   execute(commands, args.dry_run)
 

@@ -268,7 +268,7 @@ def ensure_demo_dataset(data_dir: str, *, num_train: int = 4096, num_eval: int =
   Returns data_dir.
   """
   stamp = _stamp(num_train, num_eval, num_shards, seed)
-  target = os.path.abspath(data_dir)
+  target = os.path.abspath(os.path.expanduser(data_dir))
   if _read_stamp(target) == stamp:
     return data_dir
   if os.path.isdir(target) and not _is_replaceable(target):

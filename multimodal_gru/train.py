@@ -1,7 +1,6 @@
 """Training and evaluation loop."""
 
 import json
-import os
 import signal
 import time
 from typing import Any
@@ -11,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 from flax.training import train_state as train_state_lib
 
 from input_pipeline import pipeline
@@ -128,7 +128,7 @@ def _check_finite(metrics: dict, step: int, manager) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns results.json's content."""
-  os.makedirs(workdir, exist_ok=True)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)   # local or gs:// (the [gcs] extra)
   if config.data.generate_demo:
     from multimodal_gru import demo_data
     demo_data.ensure_demo_dataset(config.data.dir)
@@ -224,7 +224,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "config": json.loads(config.to_json_best_effort()),
   }
   if is_chief:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2, sort_keys=True)
+    (epath.Path(workdir) / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
   writer.close()
   return results

@@ -137,8 +137,19 @@ def test_tpu_setup_dry_run():
   assert contains(remote, ["tar", "-xzf", "multimodal_gru.tar.gz", "-C", "multimodal_gru"])
   assert contains(remote, ["python3.11", "-m", "venv", "mgru_venv"])
   assert contains(remote, [
-      "mgru_venv/bin/pip", "install", "-q", "-e", "multimodal_gru", "jax[tpu]==0.10.2", "-f",
+      "mgru_venv/bin/pip", "install", "-q", "-e", "multimodal_gru[gcs]", "jax[tpu]==0.10.2", "-f",
       "https://storage.googleapis.com/jax-releases/libtpu_releases.html"])
+
+
+def test_tpu_stage_dry_run():
+  [cmd] = commands(tpu_pod("stage", "pod1", "--zone=z", "--src=gs://b/data/dvd",
+                           "--dest=data/dvd", "--dry_run").stdout)
+  assert cmd[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod1"] and "--worker=all" in cmd
+  assert shell_tokens(flag(cmd, "command")) == [
+      "mkdir", "-p", "data/dvd", "&&", "gcloud", "storage", "rsync", "--recursive",
+      "gs://b/data/dvd", "data/dvd"]
+  assert tpu_pod("stage", "pod1", "--zone=z", "--src=gs://b/d", "--dest=/abs",
+                 "--dry_run", check=False).returncode != 0
 
 
 def _load_tpu_pod():

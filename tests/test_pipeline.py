@@ -449,6 +449,18 @@ def test_missing_data_says_how_to_get_it(tmp_path, make):
   assert "--config=configs/demo.py" in str(e.value)
 
 
+def test_remote_data_dir_says_to_stage_it():
+  with pytest.raises(shards.DataNotFoundError, match="tpu_pod.py stage") as e:
+    shards.split_files("gs://bucket/data/dvd", "train")
+  assert "gs://bucket/data/dvd" in str(e.value)
+
+
+def test_data_dir_expands_home(tmp_path, monkeypatch):
+  monkeypatch.setenv("HOME", str(tmp_path))
+  paths = shards.write_split(str(tmp_path / "data"), "train", _clips(2), num_shards=1)
+  assert shards.split_files("~/data", "train") == paths
+
+
 def test_batch_size_must_split_over_processes(tmp_path):
   shards.write_split(str(tmp_path), "train", _clips(4), num_shards=1)
   with pytest.raises(ValueError, match="multiple of the process count 3"):
