@@ -20,8 +20,12 @@ steps included, as our scan computes them); see benchmarks/peak_flops.py.
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -138,6 +142,27 @@ def time_interleaved(fns, rounds: int, reps: int, warmup: int = 2):
   return {name: (float(np.median(wall[name])), float(np.median(cpu[name]))) for name in fns}
 
 
+def profile_steps(step: JaxStep, logdir: str, steps: int = 3, top: int = 12) -> None:
+  """Traces `steps` calls of our step; prints XLA op kinds by summed time (all threads)."""
+  step()
+  with jax.profiler.trace(logdir, create_perfetto_trace=True):
+    for _ in range(steps):
+      step()
+  [trace] = glob.glob(os.path.join(logdir, "**", "perfetto_trace.json.gz"), recursive=True)
+  with gzip.open(trace) as f:
+    events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  by_kind = collections.Counter()
+  for e in events:   # XLA thunks carry their HLO op name; ynn_fusion = a YNNPACK GEMM
+    op = e.get("args", {}).get("hlo_op") if e.get("ph") == "X" else None
+    if op and e.get("dur"):
+      by_kind[re.sub(r"\.\d+$", "", op)] += e["dur"] / steps / 1e3
+  total = sum(by_kind.values())
+  print(f"  profile ({trace}): XLA op time per step, summed over threads: {total:.0f} ms", flush=True)
+  for kind, ms in by_kind.most_common(top):
+    print(f"    {ms:8.1f} ms {100 * ms / total:5.1f}%  {kind}", flush=True)
+
+
 def run_setting(setting: str, args, peak: float) -> list[dict]:
   config = make_config(setting, args.dtype)
   batch = synthetic_batch(config)
@@ -176,6 +201,8 @@ def run_setting(setting: str, args, peak: float) -> list[dict]:
         notes["torch_compile"] = dict(error=f"{type(e).__name__}: {e}"[:2000])
         print(f"  torch.compile failed: {type(e).__name__}: {str(e)[:500]}", flush=True)
         traceback.print_exc(limit=3)
+  if args.profile:
+    profile_steps(ours, os.path.join(args.profile, setting))
   times = time_interleaved(fns, args.rounds, args.reps)
   jax_wall = times["jax"][0]
   torch_threads = None if args.no_torch else torch.get_num_threads()
@@ -223,6 +250,8 @@ def main():
   parser.add_argument("--no_check", dest="check", action="store_false",
                       help="skip the flax/torch equivalence check")
   parser.add_argument("--out", help="write the results as JSON here")
+  parser.add_argument("--profile", help="also trace 3 of our steps per setting into this folder "
+                      "(jax.profiler: TensorBoard profile + Perfetto trace) and print the top ops")
   args = parser.parse_args()
   if args.quick:
     args.settings, args.rounds, args.reps, args.torch_compile, args.check = ["dvd"], 3, 2, False, False
