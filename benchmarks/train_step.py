@@ -142,8 +142,18 @@ def time_interleaved(fns, rounds: int, reps: int, warmup: int = 2):
   return {name: (float(np.median(wall[name])), float(np.median(cpu[name]))) for name in fns}
 
 
+def _hlo_op_sources(hlo_text: str) -> dict[str, str]:
+  """{HLO op name: flax module path} from the op_name metadata of the compiled module."""
+  sources = {}
+  for m in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name=\"([^\"]*)\"", hlo_text, re.M):
+    path = re.sub(r"(jit|pjit)\([^)]*\)/?", "", m.group(2))   # jit(train_step)/jvp(Model)/x/y
+    path = re.sub(r"(transpose\()?jvp\((\w+)\)\)?", lambda g: "bwd" if g.group(1) else "fwd", path)
+    sources[m.group(1)] = "/".join(path.strip("/").split("/")[:2])
+  return sources
+
+
 def profile_steps(step: JaxStep, logdir: str, steps: int = 3, top: int = 12) -> None:
-  """Traces `steps` calls of our step; prints XLA op kinds by summed time (all threads)."""
+  """Traces `steps` calls of our step; prints XLA op time by op kind and by model part."""
   step()
   with jax.profiler.trace(logdir, create_perfetto_trace=True):
     for _ in range(steps):
@@ -152,15 +162,19 @@ def profile_steps(step: JaxStep, logdir: str, steps: int = 3, top: int = 12) -> 
   with gzip.open(trace) as f:
     events = json.load(f)
   events = events["traceEvents"] if isinstance(events, dict) else events
-  by_kind = collections.Counter()
+  sources = _hlo_op_sources(step.compiled.as_text())
+  by_kind, by_part = collections.Counter(), collections.Counter()
   for e in events:   # XLA thunks carry their HLO op name; ynn_fusion = a YNNPACK GEMM
     op = e.get("args", {}).get("hlo_op") if e.get("ph") == "X" else None
     if op and e.get("dur"):
       by_kind[re.sub(r"\.\d+$", "", op)] += e["dur"] / steps / 1e3
+      by_part[sources.get(op, "(no source)")] += e["dur"] / steps / 1e3
   total = sum(by_kind.values())
   print(f"  profile ({trace}): XLA op time per step, summed over threads: {total:.0f} ms", flush=True)
-  for kind, ms in by_kind.most_common(top):
-    print(f"    {ms:8.1f} ms {100 * ms / total:5.1f}%  {kind}", flush=True)
+  for title, counter in (("op kind", by_kind), ("model part (fwd / bwd)", by_part)):
+    print(f"   by {title}:", flush=True)
+    for name, ms in counter.most_common(top):
+      print(f"    {ms:8.1f} ms {100 * ms / total:5.1f}%  {name}", flush=True)
 
 
 def run_setting(setting: str, args, peak: float) -> list[dict]:
