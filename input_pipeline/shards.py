@@ -92,8 +92,19 @@ def write_dataset_info(out_dir: str, info: dict[str, Any]) -> None:
   os.replace(path + ".tmp", path)
 
 
+def local_data_dir(data_dir: str) -> str:
+  """config.data.dir as a local path (`~` expanded); a clear error if it is remote."""
+  if "://" in data_dir:
+    raise DataNotFoundError(
+        f"config.data.dir={data_dir!r} is remote; the reader needs local files (random access "
+        "by byte offset). Copy the shards to every host first, e.g. `gcloud storage rsync "
+        f"--recursive {data_dir} ~/data` (on a TPU pod: `python launch/tpu_pod.py stage ...`), "
+        "and pass --config.data.dir=~/data.")
+  return os.path.expanduser(data_dir)
+
+
 def read_dataset_info(data_dir: str) -> dict[str, Any]:
-  path = os.path.join(data_dir, DATASET_INFO)
+  path = os.path.join(local_data_dir(data_dir), DATASET_INFO)
   if not os.path.exists(path):
     raise DataNotFoundError(f"{path} does not exist. {HOW_TO_GET_DATA}")
   with open(path) as f:
@@ -104,13 +115,7 @@ def split_files(data_dir: str, split: str) -> list[str]:
   """Sorted shard paths of `split`; a clear error if there are none."""
   if not data_dir:
     raise DataNotFoundError(f"config.data.dir is not set. {HOW_TO_GET_DATA}")
-  if "://" in data_dir:
-    raise DataNotFoundError(
-        f"config.data.dir={data_dir!r} is remote; the reader needs local files (random access "
-        "by byte offset). Copy the shards to every host first, e.g. `gcloud storage rsync "
-        f"--recursive {data_dir} ~/data` (on a TPU pod: `python launch/tpu_pod.py stage ...`), "
-        "and pass --config.data.dir=~/data.")
-  data_dir = os.path.expanduser(data_dir)
+  data_dir = local_data_dir(data_dir)
   if not os.path.isdir(data_dir):
     raise DataNotFoundError(f"Data folder {data_dir!r} does not exist. {HOW_TO_GET_DATA}")
   paths = _existing_shards(data_dir, split)

@@ -4,7 +4,8 @@
   python -m multimodal_gru.sweep --config=configs/dvd.py --workdir=ROOT --dry_run \
       --config.data.dir=/data/dvd_features
   python -m multimodal_gru.sweep --config=configs/dvd.py --workdir=gs://B/ablation \
-      --launcher=tpu_pod --tpu=mgru-pod --zone=us-central2-b --config.data.dir=gs://B/dvd
+      --launcher=tpu_pod --tpu=mgru-pod --zone=us-central2-b --config.data.dir='~/data/dvd'
+      (after `launch/tpu_pod.py stage ... --src=gs://B/dvd --dest=data/dvd`)
   python -m multimodal_gru.report --workdir=/tmp/ablation
 
 Every point trains in ROOT/<name>, name = grid.point_name(point), e.g.

@@ -459,6 +459,8 @@ def test_data_dir_expands_home(tmp_path, monkeypatch):
   monkeypatch.setenv("HOME", str(tmp_path))
   paths = shards.write_split(str(tmp_path / "data"), "train", _clips(2), num_shards=1)
   assert shards.split_files("~/data", "train") == paths
+  shards.write_dataset_info(str(tmp_path / "data"), {"task": "classification"})
+  assert shards.read_dataset_info("~/data") == {"task": "classification"}
 
 
 def test_batch_size_must_split_over_processes(tmp_path):
