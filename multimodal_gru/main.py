@@ -10,7 +10,7 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from multimodal_gru import distributed
+from multimodal_gru import distributed, paths
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).", lock_config=True)
@@ -38,7 +38,10 @@ def main(argv):
   from multimodal_gru import train
   logging.info("JAX process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(), jax.default_backend())
-  results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  # Relative paths mean the launch directory, for orbax, every process and results.json alike.
+  config, workdir = FLAGS.config, paths.resolve(FLAGS.workdir)
+  config.data.dir = paths.resolve(config.data.dir)
+  results = train.train_and_evaluate(config, workdir)
   logging.info("Done: %s", {k: v for k, v in results.items() if k != "config"})
 
 

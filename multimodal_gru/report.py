@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from multimodal_gru import grid
+from multimodal_gru import grid, paths
 
 SEED_KEYS = ("seed", "data.shuffle_seed")
 SKIP_METRICS = ("num_examples",)
@@ -249,7 +249,7 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--out", default=None, help="output prefix (default ROOT/report)")
   args = parser.parse_args(argv)
   try:
-    report = build_report(args.workdir, args.out)
+    report = build_report(paths.resolve(args.workdir), args.out and paths.resolve(args.out))
   except ReportError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -50,7 +50,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from multimodal_gru import grid
+from multimodal_gru import grid, paths
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_FILE = "sweep.json"
@@ -433,7 +433,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: Sequence[str]) -> int:
   args, flag_overrides = parse_args(argv)
-  root = args.workdir
+  root = paths.resolve(args.workdir)   # the runs' workdirs are absolute, whatever their cwd
   try:
     runs = expand(args.config, root, flag_overrides)
     pattern = re.compile(args.filter)
