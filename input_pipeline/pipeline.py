@@ -23,13 +23,22 @@ the config and padded/cropped (`examples.to_example`). An invalid record raises
 `BadRecordError` naming the file, the record number and the field; with
 `config.data.skip_bad_records=True` it is skipped and counted instead.
 
+Damaged shards (empty, truncated, a damaged length, a directory or dangling
+symlink in a shard's place, fewer records than written; `shard_check`) are
+found whenever a split is opened: they raise `BadShardError`, or with
+skip_bad_records are left out (their readable records are used) with one
+warning per file and process giving the records lost. `check_split` runs the
+same check at start-up and returns the report (records lost per file) for
+results.json.
+
 Skip counts: the counting stage runs where the records are read (in the grain
 worker processes when `config.data.worker_count > 0`) and keeps its counts in
 the iterator state. grain ships each worker's state with the elements it
 produces, so `skipped_records(it)` read from `it.get_state()` in the main
 process covers exactly the batches consumed so far, with or without workers,
 and the counts are checkpointed and restored with the iterator. A record is
-counted each time it is met (once per epoch).
+counted each time it is met (once per epoch). Records lost with a damaged
+file's end are not in these counts but in `check_split`'s report, once.
 
 Checkpointing: `iterator_save_args(it)` / `iterator_restore_args(it)` give the
 orbax args of grain's `CheckpointHandler` for an `ocp.args.Composite` entry
@@ -51,6 +60,7 @@ import numpy as np
 
 from input_pipeline import examples
 from input_pipeline import record_format
+from input_pipeline import shard_check
 from input_pipeline import shards
 from input_pipeline import source as source_lib
 from input_pipeline import tfrecord
@@ -58,13 +68,21 @@ from input_pipeline import tfrecord
 _SKIP_HINT = ("Fix or rewrite the data, or set data.skip_bad_records=True to skip (and count) "
               "bad records.")
 _COUNTS_KEY = "skipped_records"
+_MAX_SKIP_WARNINGS = 20   # per pass over a split (and per worker process)
+BadShardError = shard_check.BadShardError
+_warned: set[str] = set()   # damaged files already warned about in this process
 
 
 class BadRecordError(ValueError):
-  """A record that cannot be used; names the file, the record and the field."""
+  """A record that cannot be used; names the file, the record and the field.
 
-  def __init__(self, path: str, record: int, field: str, message: str):
-    super().__init__(f"Bad record {record} in {path}: {message}. {_SKIP_HINT}")
+  `skipping`: the record is being skipped (data.skip_bad_records=True), so the
+  message does not suggest setting it.
+  """
+
+  def __init__(self, path: str, record: int, field: str, message: str, skipping: bool = False):
+    hint = "Skipped (data.skip_bad_records=True)." if skipping else _SKIP_HINT
+    super().__init__(f"Bad record {record} in {path}: {message}. {hint}")
     self.path = path
     self.record = record
     self.field = field
@@ -84,6 +102,7 @@ class _RecordToExample:
     self._source = source
     self._spec = spec
     self._skip_bad_records = skip_bad_records
+    self._warnings = 0   # skipped records logged by this copy (per pass, per worker)
 
   def __call__(self, index: int) -> dict[str, np.ndarray] | _Skipped:
     clip_id = None
@@ -95,10 +114,13 @@ class _RecordToExample:
       path, record = self._source.locate(index)
       offset = f"byte offset {e.offset}, " if isinstance(e, tfrecord.TFRecordCorruptError) else ""
       clip = f"clip {clip_id!r}, " if clip_id is not None else ""
-      error = BadRecordError(path, record, e.field, f"{offset}{clip}field {e.field!r}: {e.message}")
+      error = BadRecordError(path, record, e.field, f"{offset}{clip}field {e.field!r}: {e.message}",
+                             skipping=self._skip_bad_records)
       if not self._skip_bad_records:
         raise error from e
-      logging.log_first_n(logging.WARNING, "Skipping: %s", 20, error)
+      if self._warnings < _MAX_SKIP_WARNINGS:
+        self._warnings += 1
+        logging.warning("%s", error)
       return _Skipped(e.field)
 
 
@@ -172,8 +194,24 @@ def _local_batch_size(global_batch_size: int, process_count: int, name: str) -> 
   return global_batch_size // process_count
 
 
+def _scan_split(config, split: str, full_crc: bool) -> shard_check.SplitScan:
+  """The shard check of `split`; raises `BadShardError`, or warns when skipping."""
+  paths = shards.split_files(config.data.dir, split)
+  scan = shard_check.scan(paths, shards.read_manifest(config.data.dir, split),
+                          full_crc=full_crc)
+  if scan.damage and not config.data.skip_bad_records:
+    raise BadShardError(split, config.data.dir, scan.damage, len(paths))
+  for damage in scan.damage:
+    if damage.path not in _warned:
+      _warned.add(damage.path)
+      logging.warning("Damaged shard in split %r; only its readable records are used "
+                      "(data.skip_bad_records=True): %s", split, damage)
+  return scan
+
+
 def _open_split(config, split: str) -> source_lib.TFRecordShardsSource:
-  source = source_lib.TFRecordShardsSource(shards.split_files(config.data.dir, split))
+  scan = _scan_split(config, split, full_crc=False)
+  source = source_lib.TFRecordShardsSource([r.path for r in scan.readers], scan.readers)
   if len(source) == 0:
     raise shards.DataNotFoundError(f"Split {split!r} in {config.data.dir!r} has no records. "
                                    f"{shards.HOW_TO_GET_DATA}")
@@ -182,7 +220,41 @@ def _open_split(config, split: str) -> source_lib.TFRecordShardsSource:
 
 def num_examples(config, split: str) -> int:
   """Records of `split` with intact framing (before any content validation)."""
-  return _open_split(config, split).num_readable
+  return len(_open_split(config, split))
+
+
+def check_split(config, split: str, *, full_crc: bool = False) -> dict[str, Any]:
+  """The start-up check of `split`'s shards; returns the report for results.json.
+
+  Finds empty, truncated, missing (dangling symlink), non-file and unreadable
+  shards, damaged record lengths and shards with fewer records than written
+  (`shard_check`), through the offset index of every shard. With `full_crc`
+  it also reads every record and checks its data CRC. The trainer checks the
+  train split with framing only (full_crc=False: a CRC pass over a large split
+  costs as much as an epoch of reading) and the eval split with full_crc=True.
+
+  Without config.data.skip_bad_records any damage raises one `BadShardError`
+  naming every damaged file and what to do. With it, each damaged file gets one
+  warning with its records lost, and the report says what is lost:
+
+    {"split": "eval", "shards": 4, "full_crc": True,
+     "records": 1000,                 # readable records, the ones used
+     "records_lost": 24,              # sum over "files"
+     "estimated": False,              # True if any count below is an estimate
+     "files": {path: {"field": "tfrecord/length", "reason": "...",
+                      "records_lost": 24, "estimated": False}}}   # damaged files only
+
+  Counts are exact where the split's writer recorded them (`shards.write_split`
+  writes {split}.shards.json); otherwise estimated (see `shard_check`).
+  """
+  scan = _scan_split(config, split, full_crc)
+  if scan.records == 0:
+    raise shards.DataNotFoundError(f"Split {split!r} in {config.data.dir!r} has no readable "
+                                   f"records. {shards.HOW_TO_GET_DATA}")
+  files = {d.path: d.to_json() for d in scan.damage}
+  return {"split": split, "shards": scan.num_shards, "full_crc": bool(full_crc),
+          "records": scan.records, "records_lost": scan.records_lost,
+          "estimated": any(d.estimated for d in scan.damage), "files": files}
 
 
 def _read_options(config, batch_size: int) -> grain.ReadOptions:

@@ -1,7 +1,12 @@
 """Dataset folders: `{split}-{i:05d}-of-{n:05d}.tfrecord` shards and dataset_info.json.
 
 Every writer of clip datasets (the demo generator, feature extraction, dataset
-preparation) goes through `write_split` and `write_dataset_info`.
+preparation) goes through `write_split` and `write_dataset_info`. `write_split`
+also writes `{split}.shards.json`, the records and bytes of each shard as
+written, so that a reader can tell how many records a damaged shard lost:
+
+  {"version": 1, "split": "train",
+   "shards": {"train-00000-of-00002.tfrecord": {"records": 512, "bytes": 1048576}, ...}}
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from input_pipeline import record_format
 from input_pipeline import tfrecord
 
 DATASET_INFO = "dataset_info.json"
+_MANIFEST_VERSION = 1
 HOW_TO_GET_DATA = (
     "Prepare a dataset with `python -m multimodal_gru.prepare ...` and point "
     "--config.data.dir at its output folder, or run the self-contained demo with "
@@ -34,6 +40,10 @@ def _shard_pattern(split: str) -> re.Pattern:
   return re.compile(re.escape(split) + r"-\d{5}-of-\d{5}\.tfrecord")
 
 
+def manifest_path(data_dir: str, split: str) -> str:
+  return os.path.join(data_dir, f"{split}.shards.json")
+
+
 def _existing_shards(data_dir: str, split: str) -> list[str]:
   pattern = _shard_pattern(split)
   return sorted(p for p in glob.glob(os.path.join(glob.escape(data_dir), f"{split}-*.tfrecord"))
@@ -46,16 +56,19 @@ def write_split(out_dir: str, split: str, clips: Iterable[record_format.Clip],
 
   Shards of `split` already in `out_dir` are replaced (also those of a different
   shard count). Each shard is written under a temporary name and renamed when
-  complete; its offset index is built right after.
+  complete; its offset index is built right after, and the records and bytes
+  of every shard go to `{split}.shards.json` (see the module doc).
   """
   if num_shards < 1:
     raise ValueError(f"num_shards must be >= 1, got {num_shards}")
   os.makedirs(out_dir, exist_ok=True)
   paths = [os.path.join(out_dir, _shard_name(split, i, num_shards)) for i in range(num_shards)]
   writers = [tfrecord.TFRecordWriter(p + ".tmp") for p in paths]
+  records = [0] * num_shards
   try:
     for i, clip in enumerate(clips):
       writers[i % num_shards].write(record_format.encode(clip, dtype))
+      records[i % num_shards] += 1
   except BaseException:
     for w in writers:
       w.close()
@@ -68,10 +81,38 @@ def write_split(out_dir: str, split: str, clips: Iterable[record_format.Clip],
       os.remove(old)
       if os.path.exists(tfrecord.index_path(old)):
         os.remove(tfrecord.index_path(old))
+  manifest = {"version": _MANIFEST_VERSION, "split": split, "shards": {
+      os.path.basename(p): {"records": n, "bytes": os.path.getsize(p + ".tmp")}
+      for p, n in zip(paths, records)}}
+  if os.path.exists(manifest_path(out_dir, split)):   # never describes other shards
+    os.remove(manifest_path(out_dir, split))
   for p in paths:
     os.replace(p + ".tmp", p)
     tfrecord.load_index(p)
+  _write_json(manifest_path(out_dir, split), manifest)
   return paths
+
+
+def read_manifest(data_dir: str, split: str) -> dict[str, dict[str, int]] | None:
+  """{shard file name: {"records", "bytes"}} as written; None for a split written without it."""
+  path = manifest_path(local_data_dir(data_dir), split)
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+    return {name: {"records": int(v["records"]), "bytes": int(v["bytes"])}
+            for name, v in manifest["shards"].items()}
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path} is unreadable ({e}); delete it to read the split without "
+                     "expected record counts, or write the split again.") from e
+
+
+def _write_json(path: str, obj: Any) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write("\n")
+  os.replace(path + ".tmp", path)
 
 
 def _merge(old: dict, new: dict) -> dict:
@@ -85,11 +126,7 @@ def write_dataset_info(out_dir: str, info: dict[str, Any]) -> None:
   """Merges `info` into `{out_dir}/dataset_info.json` (nested dicts key by key)."""
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, DATASET_INFO)
-  merged = _merge(read_dataset_info(out_dir) if os.path.exists(path) else {}, info)
-  with open(path + ".tmp", "w") as f:
-    json.dump(merged, f, indent=2, sort_keys=True)
-    f.write("\n")
-  os.replace(path + ".tmp", path)
+  _write_json(path, _merge(read_dataset_info(out_dir) if os.path.exists(path) else {}, info))
 
 
 def local_data_dir(data_dir: str) -> str:
@@ -124,6 +161,12 @@ def split_files(data_dir: str, split: str) -> list[str]:
         f"No shards {_shard_name(split, 0, 1).replace('00000-of-00001', '*-of-*')} in "
         f"{data_dir!r}. {HOW_TO_GET_DATA}")
   counts = {int(os.path.basename(p)[-14:-9]) for p in paths}
+  if len(counts) == 1 and len(paths) < (n := next(iter(counts))):
+    missing = sorted(set(_shard_name(split, i, n) for i in range(n)) -
+                     set(map(os.path.basename, paths)))
+    raise DataNotFoundError(
+        f"{data_dir!r}: split {split!r} has {len(paths)} of its {n} shards; missing "
+        f"{', '.join(missing)}. Copy the missing shards again, or write the split again.")
   if counts != {len(paths)}:
     raise ValueError(f"{data_dir!r}: split {split!r} has {len(paths)} shards but their names "
                      f"say {sorted(counts)}; the folder mixes two writes of the split. "

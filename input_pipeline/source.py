@@ -17,25 +17,26 @@ class TFRecordShardsSource:
   are reopened in each process). `source[i]` is the CRC-checked data of global
   record i; records are numbered file by file in the order of `paths`.
 
-  A file whose end cannot be read (truncated, damaged length) contributes one
-  extra index after its readable records; reading it raises the file's
-  `TFRecordCorruptError`, so the damage surfaces (or is skipped and counted)
-  like any other bad record.
+  Only records with intact framing are served: a file's unreadable end
+  (truncated, damaged length) is not part of the sequence. Finding and
+  reporting such damage is `shard_check.scan`'s job, which the pipeline runs
+  before opening a split. A data CRC error raises `TFRecordCorruptError` when
+  the record is read.
   """
 
-  def __init__(self, paths: Sequence[str]):
+  def __init__(self, paths: Sequence[str],
+               readers: Sequence[tfrecord.TFRecordReader] | None = None):
+    """`readers`, if given, are the already opened `TFRecordReader`s of `paths`."""
     self.paths = list(paths)
-    self._readers = [tfrecord.TFRecordReader(p) for p in self.paths]
-    sizes = [len(r) + (r.tail_error() is not None) for r in self._readers]
+    self._readers = (list(readers) if readers is not None
+                     else [tfrecord.TFRecordReader(p) for p in self.paths])
+    if [r.path for r in self._readers] != self.paths:
+      raise ValueError("readers must be those of paths, in the same order")
+    sizes = [len(r) for r in self._readers]
     self._starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
   def __len__(self) -> int:
     return int(self._starts[-1])
-
-  @property
-  def num_readable(self) -> int:
-    """Records with intact framing (excludes the unreadable file ends)."""
-    return sum(len(r) for r in self._readers)
 
   def _shard(self, index: int) -> tuple[int, int]:
     if not 0 <= index < len(self):
@@ -50,10 +51,7 @@ class TFRecordShardsSource:
 
   def __getitem__(self, index: int) -> bytes:
     shard, record = self._shard(int(index))
-    reader = self._readers[shard]
-    if record == len(reader):
-      raise reader.tail_error()
-    return reader.read_record(record)
+    return self._readers[shard].read_record(record)
 
   def __repr__(self) -> str:
     return f"TFRecordShardsSource({len(self.paths)} files, {len(self)} records)"

@@ -7,8 +7,12 @@ Framing of one record, as written by tensorflow's RecordWriter (little-endian):
 with masked_crc(x) = rotate_right(crc32c(x), 15) + 0xa282ead8 (mod 2^32).
 
 Random access goes through an offset index per file, built by one scan of the
-record headers and cached beside the file as `{file}.idx` (an .npz holding the
-file's size and mtime, so a stale index is detected and rebuilt). Every read
+record headers and cached beside the file as `{file}.idx`. The cache is used
+while the file's size, mtime and the CRC32C of its first and last 64 KiB are
+those stored in it and the index arrays match their own stored checksum;
+otherwise (a rewritten file, an mtime restored by hand, a damaged or crafted
+index) it is rebuilt. A change in the middle of a large file that keeps its
+size, mtime and record lengths is still caught by the data CRC. Every read
 verifies the length CRC and the data CRC; a damaged or truncated file raises
 `TFRecordCorruptError` naming the file, the record number and the byte offset.
 """
@@ -29,7 +33,8 @@ _HEADER_BYTES = 12   # uint64 length + uint32 masked crc of the length
 _FOOTER_BYTES = 4    # uint32 masked crc of the data
 _MASK_DELTA = 0xA282EAD8
 _INDEX_SUFFIX = ".idx"
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2
+_FINGERPRINT_BYTES = 64 * 1024   # head and tail of a file checked against its cached index
 
 
 def masked_crc(data: bytes) -> int:
@@ -124,6 +129,7 @@ class RecordIndex:
   tail_field: str = ""
   tail_message: str = ""
   tail_offset: int = -1
+  fingerprint: tuple[int, int] = (0, 0)   # crc32c of the file's first and last 64 KiB
 
   def __len__(self) -> int:
     return len(self.offsets)
@@ -148,6 +154,7 @@ def scan_index(path: str) -> RecordIndex:
   with open(path, "rb") as f:
     stat = os.fstat(f.fileno())
     size, offset = stat.st_size, 0
+    fingerprint = _fingerprint(f.fileno(), size)
     while offset < size:
       header = f.read(_HEADER_BYTES)
       if len(header) < _HEADER_BYTES:
@@ -174,7 +181,25 @@ def scan_index(path: str) -> RecordIndex:
   return RecordIndex(np.asarray(offsets, np.int64), np.asarray(lengths, np.int64),
                      file_size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                      tail_field=tail_field, tail_message=tail_message,
-                     tail_offset=offset if tail_field else -1)
+                     tail_offset=offset if tail_field else -1, fingerprint=fingerprint)
+
+
+def _fingerprint(fd: int, size: int) -> tuple[int, int]:
+  """crc32c of the first and of the last 64 KiB (they overlap in small files)."""
+  n = min(size, _FINGERPRINT_BYTES)
+  return crc32c.crc32c(os.pread(fd, n, 0)), crc32c.crc32c(os.pread(fd, n, size - n))
+
+
+def _checksum(index: RecordIndex) -> int:
+  """crc32c over everything the index holds, so a damaged or edited cache is not used."""
+  parts = [np.asarray([_INDEX_VERSION, index.file_size, index.mtime_ns, index.tail_offset,
+                       *index.fingerprint], "<i8").tobytes(),
+           np.asarray(index.offsets, "<i8").tobytes(), np.asarray(index.lengths, "<i8").tobytes(),
+           f"{index.tail_field}\0{index.tail_message}".encode()]
+  crc = 0
+  for part in parts:
+    crc = crc32c.crc32c(part, crc)
+  return crc
 
 
 def index_path(path: str) -> str:
@@ -187,41 +212,51 @@ def _save_index(index: RecordIndex, path: str) -> None:
   with open(tmp, "wb") as f:
     np.savez(f, version=np.int64(_INDEX_VERSION),
              stat=np.asarray([index.file_size, index.mtime_ns], np.int64),
+             fingerprint=np.asarray(index.fingerprint, np.int64),
              offsets=index.offsets, lengths=index.lengths,
              tail=np.asarray([index.tail_field, index.tail_message]),
-             tail_offset=np.int64(index.tail_offset))
+             tail_offset=np.int64(index.tail_offset), checksum=np.int64(_checksum(index)))
   os.replace(tmp, path)
 
 
 def _load_index(path: str) -> RecordIndex | None:
-  """The cached index, or None when missing or unreadable."""
+  """The cached index, or None when missing, of another version, unreadable or edited."""
   try:
     with np.load(path, allow_pickle=False) as z:
       if int(z["version"]) != _INDEX_VERSION:
         return None
       size, mtime_ns = (int(v) for v in z["stat"])
       tail_field, tail_message = (str(v) for v in z["tail"])
-      return RecordIndex(z["offsets"], z["lengths"], size, mtime_ns,
-                         tail_field, tail_message, int(z["tail_offset"]))
+      index = RecordIndex(z["offsets"], z["lengths"], size, mtime_ns, tail_field, tail_message,
+                          int(z["tail_offset"]), tuple(int(v) for v in z["fingerprint"]))
+      checksum = int(z["checksum"])
   except FileNotFoundError:
     return None
   except Exception as e:  # a damaged index is rebuilt, whatever numpy raises
     logging.warning("Rebuilding unreadable index %s (%s)", path, e)
     return None
+  if checksum != _checksum(index):
+    logging.warning("Rebuilding index %s: its checksum does not match its content", path)
+    return None
+  return index
 
 
 def load_index(path: str) -> RecordIndex:
   """The index of the TFRecord file `path`, from its cache if still current.
 
-  The cache `{path}.idx` is valid while the file's size and mtime are those
-  stored in it; otherwise (or if missing) the file is scanned and the cache
-  rewritten. A read-only folder keeps the index in memory only.
+  The cache `{path}.idx` is valid while the file's size, mtime and head/tail
+  CRCs are those stored in it (see the module doc); otherwise (or if missing)
+  the file is scanned and the cache rewritten. A read-only folder keeps the
+  index in memory only. Raises OSError (e.g. IsADirectoryError) for a path
+  that is not a readable file.
   """
-  stat = os.stat(path)
   index = _load_index(index_path(path))
-  if index is not None and (index.file_size, index.mtime_ns) == (stat.st_size,
-                                                                 stat.st_mtime_ns):
-    return index
+  if index is not None:
+    with open(path, "rb") as f:
+      stat = os.fstat(f.fileno())
+      current = (stat.st_size, stat.st_mtime_ns) == (index.file_size, index.mtime_ns)
+      if current and _fingerprint(f.fileno(), stat.st_size) == index.fingerprint:
+        return index
   index = scan_index(path)
   if index.tail_field:
     logging.warning("%s", index.tail_error(path))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Any, Mapping, Sequence
 
 from absl import app, flags, logging
@@ -33,7 +34,7 @@ import orbax.checkpoint as ocp
 
 from input_pipeline import examples
 from input_pipeline import shards
-from multimodal_gru import optim, sharding, train
+from multimodal_gru import optim, paths, sharding, train
 from multimodal_gru.extract import decode
 from multimodal_gru.extract import pipeline as extract_pipeline
 from multimodal_gru.models.model import build_model
@@ -43,6 +44,26 @@ RESULTS = "results.json"
 
 class PredictError(RuntimeError):
   """A run or dataset that cannot make predictions on raw video; the message says why."""
+
+
+def check_videos(videos: Sequence[str]) -> None:
+  """Raises PredictError naming every path of `videos` that is not a readable file."""
+  problems = []
+  for video in videos:
+    if not os.path.exists(video):
+      link = f" (a symlink to {os.readlink(video)!r})" if os.path.islink(video) else ""
+      problems.append(f"{video}: does not exist{link}")
+    elif not os.path.isfile(video):
+      problems.append(f"{video}: is {'a directory' if os.path.isdir(video) else 'not a file'}")
+    else:
+      try:
+        with open(video, "rb") as f:
+          f.read(1)
+      except OSError as e:
+        problems.append(f"{video}: cannot be read ({e.strerror or e})")
+  if problems:
+    raise PredictError("Cannot read the videos to predict on:\n  " + "\n  ".join(problems) +
+                       f"\nCheck the --video paths (relative ones are taken from {os.getcwd()}).")
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -92,8 +113,8 @@ def extractor_for_run(config, model_paths: Mapping[str, str] | None = None
                        "(--model_paths=image=DIR,text=DIR,captioner=DIR).") from None
 
 
-def restore_params(workdir: str, config) -> tuple[Any, int]:
-  """(params, step) of the newest checkpoint of the run, on the current devices.
+def restore_params(workdir: str, config, step: int | None = None) -> tuple[Any, int]:
+  """(params, step) of checkpoint `step` (default the newest) of the run, on the current devices.
 
   Only the `state` item is read (no input iterator); the abstract train state
   comes from `jax.eval_shape`, so nothing is initialised or compiled.
@@ -112,9 +133,14 @@ def restore_params(workdir: str, config) -> tuple[Any, int]:
   directory = os.path.join(os.path.abspath(workdir), "checkpoints")
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False),
                                   item_names=("state", "data_iter"))
-  step = manager.latest_step() if os.path.isdir(directory) else None
-  if step is None:
+  steps = manager.all_steps() if os.path.isdir(directory) else []
+  if not steps:
     raise PredictError(f"No checkpoint in {directory}. Train first.")
+  if step is None:
+    step = max(steps)
+  elif step not in steps:
+    raise PredictError(f"No checkpoint of step {step} in {directory}; it holds steps "
+                       f"{sorted(steps)}.")
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   manager.close()
   logging.info("Restored the parameters of step %d from %s", step, directory)
@@ -261,7 +287,11 @@ def plot_prediction(result: Mapping[str, Any], path: str, png_path: str,
 
 def predict(workdir: str, videos: Sequence[str], out_dir: str,
             model_paths: Mapping[str, str] | None = None, batch_size: int = 8) -> list[str]:
-  """Writes OUT/<stem>.json and OUT/<stem>.png per video; returns the JSON paths."""
+  """Writes OUT/<stem>.json and OUT/<stem>.png per video; returns the JSON paths.
+
+  The videos are checked first, before any model or checkpoint is loaded.
+  """
+  check_videos(videos)
   config = load_run_config(workdir)
   extractor = extractor_for_run(config, model_paths)
   params, step = restore_params(workdir, config)
@@ -298,12 +328,15 @@ def define_flags() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  paths = dict(item.split("=", 1) for item in FLAGS.model_paths)
-  out = FLAGS.out or os.path.join(FLAGS.workdir, "predictions")
+  model_paths = dict(item.split("=", 1) for item in FLAGS.model_paths)
+  workdir = paths.resolve(FLAGS.workdir)
+  videos = [paths.resolve(v) for v in FLAGS.video]
+  out = paths.resolve(FLAGS.out) if FLAGS.out else os.path.join(workdir, "predictions")
   try:
-    written = predict(FLAGS.workdir, FLAGS.video, out, paths, FLAGS.batch_size)
+    written = predict(workdir, videos, out, model_paths, FLAGS.batch_size)
   except (PredictError, decode.VideoDecodeError) as e:
-    raise app.UsageError(str(e)) from None
+    print(f"predict: {e}", file=sys.stderr)   # a data problem: no usage text
+    sys.exit(2)
   print("\n".join(written))
 
 

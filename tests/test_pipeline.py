@@ -207,12 +207,23 @@ def _write_bad_dataset(tmp_path, case, split="eval"):
   return paths[1], field, record, survivors
 
 
+# Framing damage loses the rest of the file: found when the split is opened (a
+# BadShardError) and, when skipping, reported once by check_split as records lost.
+FRAMING_CASES = {"length_crc": 2, "truncated": 1}   # case -> records lost
+
+
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
 def test_bad_record_error_names_file_record_and_field(tmp_path, case):
   path, field, record, _ = _write_bad_dataset(tmp_path, case)
-  with pytest.raises(pipeline.BadRecordError) as e:
+  error = pipeline.BadShardError if case in FRAMING_CASES else pipeline.BadRecordError
+  with pytest.raises(error) as e:
     _eval_rows(_config(tmp_path), process_index=0, process_count=1)
-  assert (e.value.path, e.value.record, e.value.field) == (path, record, field)
+  if case in FRAMING_CASES:
+    (damage,) = e.value.damage
+    assert (damage.path, damage.field, damage.records_lost) == (path, field,
+                                                                FRAMING_CASES[case])
+  else:
+    assert (e.value.path, e.value.record, e.value.field) == (path, record, field)
   message = str(e.value)
   for part in (path, f"record {record}", repr(field), "skip_bad_records=True"):
     assert part in message
@@ -220,13 +231,18 @@ def test_bad_record_error_names_file_record_and_field(tmp_path, case):
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
 def test_bad_records_are_skipped_and_counted(tmp_path, case):
-  _, field, _, survivors = _write_bad_dataset(tmp_path, case)
+  path, field, _, survivors = _write_bad_dataset(tmp_path, case)
   config = _config(tmp_path)
   config.data.skip_bad_records = True
   batches = pipeline.create_eval_batches(config, process_index=0, process_count=1)
   seen = [i for b in batches for i in _ids(b)]
   assert sorted(seen) == sorted(survivors)
-  assert pipeline.skipped_records(batches) == {field: 1}
+  lost = FRAMING_CASES.get(case, 0)
+  assert pipeline.skipped_records(batches) == ({} if lost else {field: 1})
+  report = pipeline.check_split(config, "eval")
+  assert (report["records"], report["records_lost"]) == (6 - lost, lost)
+  if lost:
+    assert report["files"][path]["records_lost"] == lost
 
 
 def test_va_out_of_range_at_annotated_step(tmp_path):
@@ -429,7 +445,10 @@ def test_write_split_replaces_previous_shards(tmp_path):
   paths = shards.write_split(str(tmp_path), "train", _clips(4), num_shards=2)
   assert shards.split_files(str(tmp_path), "train") == paths
   assert sorted(os.listdir(tmp_path)) == sorted(
-      [os.path.basename(p) for p in paths] + [os.path.basename(p) + ".idx" for p in paths])
+      [os.path.basename(p) for p in paths] + [os.path.basename(p) + ".idx" for p in paths] +
+      ["train.shards.json"])
+  assert shards.read_manifest(str(tmp_path), "train") == {
+      os.path.basename(p): {"records": 2, "bytes": os.path.getsize(p)} for p in paths}
 
 
 def test_dataset_info_merges(tmp_path):

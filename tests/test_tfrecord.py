@@ -79,6 +79,46 @@ def test_stale_index_is_rebuilt(tmp_path):
   assert list(tfrecord.TFRecordReader(path)) == same_size
 
 
+def _rewrite_keeping_stat(path, records):
+  """Rewrites `path` with `records` (same total size) and restores its mtime by hand."""
+  stat = os.stat(path)
+  _write(path, records)
+  os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+
+
+def test_same_size_rewrite_with_restored_mtime_rebuilds_index(tmp_path):
+  path = _write(tmp_path / "r.tfrecord", [b"a" * 100, b"b" * 100, b"c" * 100])
+  assert len(tfrecord.load_index(path)) == 3
+  new = [b"d" * 40, b"e" * 160, b"f" * 100]       # other record boundaries, same size
+  _rewrite_keeping_stat(path, new)
+  assert list(tfrecord.TFRecordReader(path)) == new
+  # Same size and mtime again, now with a damaged length in record 1: the rebuilt
+  # index sees the damage (the stale one would have promised 3 records).
+  _flip(path, int(tfrecord.load_index(path).offsets[1]) + 3)
+  stat = os.stat(path)
+  data = open(path, "rb").read()
+  _rewrite_keeping_stat(path, new)
+  tfrecord.load_index(path)                        # the cache describes the intact file
+  with open(path, "wb") as f:
+    f.write(data)
+  os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  reader = tfrecord.TFRecordReader(path)
+  assert len(reader) == 1 and reader.tail_error().field == "tfrecord/length_crc"
+
+
+def test_edited_index_file_is_rebuilt(tmp_path):
+  records = _records(6)
+  path = _write(tmp_path / "r.tfrecord", records)
+  tfrecord.load_index(path)
+  with np.load(path + ".idx") as z:
+    arrays = dict(z)
+  arrays["offsets"] = arrays["offsets"][::-1].copy()   # valid npz, wrong content
+  with open(path + ".idx", "wb") as f:
+    np.savez(f, **arrays)
+  assert list(tfrecord.TFRecordReader(path)) == records
+
+
 def test_damaged_index_file_is_rebuilt(tmp_path):
   records = _records(4)
   path = _write(tmp_path / "r.tfrecord", records)
