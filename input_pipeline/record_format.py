@@ -13,8 +13,16 @@ Keys (all optional keys may be absent):
   label/step_class   int64     [T_image] class per image step (optional)
   label/va           float     [T_image * 2] valence, arousal per image step, interleaved
   label/valid        int64     [T_image] 1 = annotated step, 0 = not (optional, default all 1)
+  clip/video_id      bytes     the scored video (Aff-Wild2: the annotation name) (optional)
+  clip/num_frames    int64     [1] decoded frames of that video (optional)
+  clip/fps           float     [1] its frame rate (optional)
+  image/frame_index  int64     [T_image] 0-based video frame behind each image step (optional)
 
-for m in MODALITIES. The proto is tensorflow-datasets' wire-compatible copy of
+for m in MODALITIES. The four video keys (written by extraction / preparation)
+place the window in its video, so that step predictions can be mapped back to
+every frame (multimodal_gru/evaluate/); records without them still read.
+
+The proto is tensorflow-datasets' wire-compatible copy of
 tf.train.Example, so files parse with `tf.io.parse_single_example` and no
 tensorflow is needed here.
 """
@@ -52,6 +60,15 @@ class Clip:
   step_class: np.ndarray | None = None     # [T_image] int
   va: np.ndarray | None = None             # [T_image, 2] float
   valid: np.ndarray | None = None          # [T_image] bool
+  video_id: str = ""                       # the video the window belongs to ("" = unknown)
+  num_frames: int | None = None            # frames of that video
+  fps: float | None = None                 # its frame rate
+  frame_index: np.ndarray | None = None    # [T_image] int, video frame of each image step
+
+  @property
+  def has_video_meta(self) -> bool:
+    """Whether the clip can be placed in its video (see the module doc)."""
+    return bool(self.video_id) and self.num_frames is not None and self.frame_index is not None
 
 
 def encode(clip: Clip, dtype: str = "float16") -> bytes:
@@ -82,6 +99,15 @@ def encode(clip: Clip, dtype: str = "float16") -> bytes:
     feat["label/va"].float_list.value.extend(np.asarray(clip.va, np.float32).reshape(-1).tolist())
   if clip.valid is not None:
     feat["label/valid"].int64_list.value.extend(np.asarray(clip.valid).astype(int).tolist())
+  if clip.video_id:
+    feat["clip/video_id"].bytes_list.value.append(clip.video_id.encode())
+  if clip.num_frames is not None:
+    feat["clip/num_frames"].int64_list.value.append(int(clip.num_frames))
+  if clip.fps is not None:
+    feat["clip/fps"].float_list.value.append(float(clip.fps))
+  if clip.frame_index is not None:
+    feat["image/frame_index"].int64_list.value.extend(
+        np.asarray(clip.frame_index).astype(np.int64).tolist())
   return example.SerializeToString()
 
 
@@ -165,7 +191,34 @@ def decode(data: bytes, modalities: Sequence[str] = MODALITIES) -> Clip:
     if not np.isfinite(va).all():
       raise RecordError("label/va", "non-finite value")
     clip.va = va.reshape(-1, 2)
+  _decode_video_meta(feat, clip)
   return clip
+
+
+def _decode_video_meta(feat, clip: Clip) -> None:
+  """The optional clip/video_id, clip/num_frames, clip/fps and image/frame_index."""
+  video_id = _bytes(feat, "clip/video_id", required=False)
+  clip.video_id = b"".join(video_id).decode(errors="replace") if video_id else ""
+  num_frames = _ints(feat, "clip/num_frames")
+  if num_frames is not None:
+    if num_frames.size != 1 or num_frames[0] < 1:
+      raise RecordError("clip/num_frames", f"expected one value >= 1, got {num_frames.tolist()}")
+    clip.num_frames = int(num_frames[0])
+  fps = _floats(feat, "clip/fps")
+  if fps is not None:
+    if fps.size != 1 or not np.isfinite(fps[0]) or fps[0] <= 0:
+      raise RecordError("clip/fps", f"expected one finite value > 0, got {fps.tolist()}")
+    clip.fps = float(fps[0])
+  index = _ints(feat, "image/frame_index")
+  if index is not None:
+    shape = _ints(feat, "image/shape")   # read even when the image features are not decoded
+    if shape is not None and shape.size == 2 and index.size != shape[0]:
+      raise RecordError("image/frame_index", f"{index.size} values for {shape[0]} image steps")
+    if index.size and (index.min() < 0 or (clip.num_frames is not None
+                                           and index.max() >= clip.num_frames)):
+      raise RecordError("image/frame_index", f"frame indices {index.min()}..{index.max()} outside "
+                        f"[0, clip/num_frames={clip.num_frames})")
+    clip.frame_index = index
 
 
 def clip_to_dict(clip: Clip) -> dict[str, Any]:

@@ -135,12 +135,23 @@ def test_command_line(tmp_path):
   os.makedirs(videos)
   sample_videos.write_synthetic_video(str(videos / "a.mp4"), seconds=3.0, fps=10)
   (videos / "b.mkv").write_bytes(b"garbage")
-  command = [sys.executable, "-m", "multimodal_gru.extract", f"--videos={videos}",
-             f"--out={tmp_path}/out", "--split=eval", f"--config.image.model={folder}",
+  # Relative --videos and --out, resolved against the working folder.
+  command = [sys.executable, "-m", "multimodal_gru.extract", "--videos=videos",
+             "--out=out", "--split=eval", f"--config.image.model={folder}",
              "--config.captioner.model=kinetics", "--config.video.fps=8"]
-  result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr
+  env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env=env)
+  failures = f"{tmp_path}/out/failures_eval.json"
+  assert result.returncode == 3, result.stderr       # some videos failed: the split is written
   assert "Wrote 1 clips from 1 videos" in result.stdout and "Skipping" in result.stderr
+  assert f"1 of 2 videos failed; the list is in {failures}" in result.stderr
+  with open(failures) as f:
+    assert list(json.load(f)) == ["b"]
+  result = subprocess.run(command + ["--allow_failures"], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path, env=env)
+  assert result.returncode == 0, result.stderr       # the video is cached; b fails again
+  assert failures in result.stderr
   info = shards.read_dataset_info(f"{tmp_path}/out")
   split = info["splits"]["eval"]
   assert split["clips"] == 1 and split["failed"][0].startswith("b: ")

@@ -7,15 +7,18 @@ windows and image steps at 2 fps the steps of window k are frames 20k, 20k+5,
 """
 
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from input_pipeline import record_format
 from input_pipeline import shards
 from input_pipeline import tfrecord
+from input_pipeline import video_frames
 from multimodal_gru.extract import config as config_lib
 from multimodal_gru.extract import sample_videos
 from multimodal_gru.extract import tiny_models
@@ -102,7 +105,7 @@ def test_affwild2(tmp_path, config):
   video(f"{root}/videos/batch2/b.avi", 2.0, seed=1)
   ann = f"{root}/annotations/VA_Estimation_Challenge"
   left = [(i / 100, -i / 100) if not 5 <= i < 10 else (-5, -5) for i in range(30)]
-  right = [(-5, -5)] * 20 + [(0.5, 0.25)] * 2   # shorter than the video
+  right = [(-5, -5)] * 20 + [(0.5, 0.25)] * 2 + [(-5, -5)] * 5   # 3 frames short: tolerated
   rows = lambda va: "valence,arousal\n" + "".join(f"{v},{a}\n" for v, a in va)
   write(f"{ann}/Train_Set/a_left.txt", rows(left))
   write(f"{ann}/Train_Set/a_right.txt", rows(right))
@@ -160,3 +163,73 @@ def test_missing_data_prints_instructions(tmp_path, dataset, args, expected):
   for text in expected:
     assert text in result.stderr
   assert not os.path.exists(tmp_path / "out")
+
+
+def solid_jpg(path, value, size=48):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(np.full((size, size, 3), value, np.uint8)).save(path)
+
+
+def test_face_crops_fill_missing_frames(tmp_path):
+  for number in (2, 3, 7):
+    solid_jpg(f"{tmp_path}/v/{number:05d}.jpg", 30 * number)
+  crops = affwild2.FaceCrops(f"{tmp_path}/v", 32)
+  # 0-based frames -> 1-based crops: the frame's own, else the previous one (the first crop first).
+  assert crops.crop_numbers(np.array([0, 1, 2, 3, 5, 6, 9])).tolist() == [2, 2, 3, 3, 3, 7, 7]
+  images = crops(np.array([0, 6, 9]))
+  assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+  np.testing.assert_allclose(images.reshape(3, -1).mean(1), [60, 210, 210], atol=2)
+  assert crops.filled == 2
+  with pytest.raises(ValueError, match="no face crops"):
+    affwild2.FaceCrops(f"{tmp_path}/none", 32)
+
+
+def test_affwild2_face_crops_overlap_and_frame_files(tmp_path, config):
+  c = config.copy_and_resolve_references()
+  c.window_stride_seconds = 1.0
+  c.image.source = "cropped_aligned"
+  root = tmp_path / "Aff-Wild2"
+  video(f"{root}/videos/a.mp4", 3.0)
+  ann = f"{root}/annotations/VA_Estimation_Challenge"
+  rows = lambda va: "valence,arousal\n" + "".join(f"{v},{a}\n" for v, a in va)
+  write(f"{ann}/Train_Set/a_left.txt", rows([(i / 40, 0.5) for i in range(30)]))
+  write(f"{ann}/Train_Set/a_right.txt", rows([(-5, -5)] * 10 + [(0.1, 0.2)] * 18))   # 2 short
+  os.makedirs(f"{ann}/Validation_Set")
+  for number in range(1, 31):   # a_left: its own crops, 6..10 missing; a_right: the video's
+    if not 6 <= number <= 10:
+      solid_jpg(f"{root}/cropped_aligned/a_left/{number:05d}.jpg", 5 * number)
+    solid_jpg(f"{root}/cropped_aligned/a/{number:05d}.jpg", 250 - 5 * number)
+  out = str(tmp_path / "out")
+  info = build.build("affwild2", str(root), out, c)
+  assert info["extraction"]["config"]["image"]["source"] == "cropped_aligned"
+
+  train = read(out, "train")
+  # 2 s windows every 1 s; a third one, [2, 3), would only repeat the second one's tail.
+  assert sorted(train) == [f"a_{s}-w000{k}" for s in ("left", "right") for k in range(2)]
+  left = [train[f"a_left-w000{k}"] for k in range(2)]
+  assert [w.frame_index.tolist() for w in left] == [[0, 5, 10, 15], [10, 15, 20, 25]]
+  for w in left:
+    assert (w.video_id, w.num_frames, w.fps) == ("a_left", 30, pytest.approx(10.0))
+  np.testing.assert_allclose(left[1].va[:, 0], [0.25, 0.375, 0.5, 0.625])
+  right = train["a_right-w0001"]
+  assert right.video_id == "a_right" and right.valid.tolist() == [True] * 4
+  # The video stream stays on the full frames; the image streams read each subject's crops.
+  np.testing.assert_array_equal(right.features["video"], left[1].features["video"])
+  assert not np.allclose(right.features["image"], left[1].features["image"])
+
+  stored = video_frames.read_split(out, "train")
+  assert sorted(stored) == ["a_left", "a_right"] and video_frames.read_split(out, "eval") == {}
+  np.testing.assert_allclose(stored["a_left"].times, np.arange(30) / 10, atol=1e-6)
+  np.testing.assert_allclose(stored["a_left"].labels[:, 0], np.arange(30) / 40, atol=1e-6)
+  assert stored["a_right"].annotated().tolist() == [False] * 10 + [True] * 18 + [False] * 2
+
+  # An annotation far off the video's frame count stops the preparation, naming the file.
+  write(f"{ann}/Train_Set/a_right.txt", rows([(0.1, 0.2)] * 12))
+  with pytest.raises(video_frames.FrameCountError, match="a_right.txt .*12 annotated frames, "
+                     "but the video decodes to 30"):
+    build.build("affwild2", str(root), out, c)
+  os.remove(f"{ann}/Train_Set/a_right.txt")
+  shutil.rmtree(f"{root}/cropped_aligned/a_left")
+  shutil.rmtree(f"{root}/cropped_aligned/a")
+  with pytest.raises(ValueError, match="No face crops for .*a_left.txt"):
+    build.build("affwild2", str(root), out, c)

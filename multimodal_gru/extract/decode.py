@@ -54,12 +54,16 @@ def square_rgb(frame: av.VideoFrame, size: int) -> np.ndarray:
 
 
 class VideoReader:
-  """Decodes the first video stream of a file; raises `VideoDecodeError`."""
+  """Decodes the first video stream of a file; raises `VideoDecodeError`.
 
-  def __init__(self, path: str, size: int):
+  `open_options` go to `av.open` (e.g. format="v4l2" for a camera, options=
+  {"rtsp_transport": "tcp"}, timeout=seconds) for live sources.
+  """
+
+  def __init__(self, path: str, size: int, open_options: dict | None = None):
     self.path, self.size = path, size
     try:
-      self._container = av.open(path)
+      self._container = av.open(path, **(open_options or {}))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
       raise VideoDecodeError(path, f"cannot open: {_reason(e)}") from e
     if not self._container.streams.video:
@@ -103,37 +107,49 @@ class VideoReader:
 
 
 def iter_windows(path: str, size: int, window_seconds: float, min_window_seconds: float,
-                 max_seconds: float = 0.0) -> Iterator[DecodedWindow]:
-  """Cuts a video into windows [k W, (k+1) W); empty windows are skipped.
+                 max_seconds: float = 0.0, stride_seconds: float | None = None,
+                 timeline: list[float] | None = None) -> Iterator[DecodedWindow]:
+  """Cuts a video into windows [k S, k S + W) (W = window, S = stride <= W); empty ones skipped.
 
   The last window ends one frame period after its last frame; it is dropped if
   shorter than `min_window_seconds`, unless it is the only window. With
-  `max_seconds` > 0 decoding stops there.
+  overlap (S < W) windows that would only repeat the last window's tail are
+  not made. With `max_seconds` > 0 decoding stops there. `timeline`, if given,
+  receives the time of every decoded frame (the video's frame count and times).
   """
+  stride = window_seconds if stride_seconds is None else stride_seconds
+  if not 0 < stride <= window_seconds:
+    raise ValueError(f"window stride {stride} s must be in (0, window_seconds={window_seconds}]")
   with VideoReader(path, size) as reader:
-    times, indices, frames = [], [], []
+    buffer: list[tuple[int, float, np.ndarray]] = []   # frames with time >= k * stride
     k = yielded = 0
 
     def window(end: float) -> DecodedWindow:
-      return DecodedWindow(k, k * window_seconds, end, np.asarray(times, np.float64),
-                           np.asarray(indices, np.int64), np.stack(frames))
+      return DecodedWindow(k, k * stride, end, np.asarray([f[1] for f in buffer], np.float64),
+                           np.asarray([f[0] for f in buffer], np.int64),
+                           np.stack([f[2] for f in buffer]))
 
     for index, t, rgb in reader.frames():
       if max_seconds > 0 and t >= max_seconds:
         break
-      if t >= (k + 1) * window_seconds:
-        if frames:
-          yield window((k + 1) * window_seconds)
+      if timeline is not None:
+        timeline.append(t)
+      while t >= k * stride + window_seconds:   # window k is complete
+        if buffer:
+          yield window(k * stride + window_seconds)
           yielded += 1
-          times, indices, frames = [], [], []
-        k = int(t // window_seconds)
-      times.append(t)
-      indices.append(index)
-      frames.append(rgb)
-    if frames:
+        k += 1
+        buffer = [f for f in buffer if f[1] >= k * stride]
+        if not buffer:   # skip to the first window that holds t
+          k = max(k, int((t - window_seconds) // stride) + 1)
+          while k * stride > t:   # float rounding overshot
+            k -= 1
+      buffer.append((index, t, rgb))
+    if buffer:
+      times = [f[1] for f in buffer]
       period = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / reader.nominal_fps
       end = times[-1] + period if max_seconds <= 0 else min(times[-1] + period, max_seconds)
-      if not yielded or end - k * window_seconds >= min_window_seconds:
+      if not yielded or end - k * stride >= min_window_seconds:
         yield window(end)
 
 

@@ -1,8 +1,10 @@
 """Extracting many videos: resumable per-video cache, progress, bad files skipped.
 
-Each finished video is saved as `{out}/extract_cache/{config fingerprint}/{key}.npz`;
-a rerun with the same config skips it. Undecodable or failing videos are
-logged and reported, never fatal. Splits are then written from the cache.
+Each finished video is saved as `{out}/extract_cache/{config fingerprint}/{key}.npz`
+(its windows and the times of all its frames); a rerun with the same config
+skips it. Undecodable or failing videos are logged and reported, never fatal.
+Splits are then written from the cache: the shards, and per video the frame
+file of `input_pipeline.video_frames`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import re
 import time
 import traceback
-from typing import Callable, Container, Iterable, Iterator, Sequence
+from typing import Callable, Container, Iterable, Iterator, Mapping, Sequence
 
 from absl import logging
 import ml_collections
@@ -22,12 +24,14 @@ import numpy as np
 
 from input_pipeline import record_format
 from input_pipeline import shards
+from input_pipeline import video_frames
 from multimodal_gru.extract import decode
 from multimodal_gru.extract import pipeline
 
 MODALITIES = record_format.MODALITIES
 # Fields that do not change the features, left out of the cache fingerprint.
-_NOT_IN_FINGERPRINT = ("num_shards", "batch_size")
+_NOT_IN_FINGERPRINT = ("num_shards", "batch_size", "frame_count_tolerance")
+_CACHE_VERSION = 2   # 2: timelines and video metadata
 
 
 def fingerprint(extractor: pipeline.Extractor) -> str:
@@ -35,7 +39,8 @@ def fingerprint(extractor: pipeline.Extractor) -> str:
   def strip(d):
     return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items()
             if k not in _NOT_IN_FINGERPRINT}
-  key = {"config": strip(extractor.config.to_dict()), "captions": extractor.captioner.source}
+  key = {"config": strip(extractor.config.to_dict()), "captions": extractor.captioner.source,
+         "version": _CACHE_VERSION}
   return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -48,12 +53,14 @@ def cache_file(cache: str, video: decode.VideoFile) -> str:
   return os.path.join(cache, re.sub(r"[^\w.-]+", "_", video.video_id) + f"-{digest}.npz")
 
 
-def save_windows(path: str, windows: Sequence[pipeline.Window], dtype: str) -> None:
-  """Writes a video's windows atomically (features stored in `dtype`)."""
-  arrays = {"num_windows": np.int64(len(windows))}
+def save_windows(path: str, windows: Sequence[pipeline.Window], dtype: str,
+                 timeline: pipeline.Timeline) -> None:
+  """Writes a video's windows and timeline atomically (features stored in `dtype`)."""
+  arrays = {"num_windows": np.int64(len(windows)), "timeline": timeline.times}
   for k, w in enumerate(windows):
     c = w.clip
     arrays.update({f"{k}/id": np.str_(c.clip_id), f"{k}/source": np.str_(c.source),
+                   f"{k}/video_id": np.str_(c.video_id),
                    f"{k}/captions": np.asarray(c.captions, np.str_),
                    f"{k}/index": np.int64(w.index), f"{k}/span": np.asarray([w.start, w.end]),
                    f"{k}/frame_range": np.asarray(w.frame_range),
@@ -67,16 +74,25 @@ def save_windows(path: str, windows: Sequence[pipeline.Window], dtype: str) -> N
   os.replace(path + ".tmp", path)
 
 
+def load_timeline(path: str) -> pipeline.Timeline:
+  with np.load(path) as z:
+    return pipeline.Timeline(z["timeline"])
+
+
 def load_windows(path: str) -> list[pipeline.Window]:
+  """The windows of a cached video; their clips carry the video metadata."""
   with np.load(path) as z:
     windows = []
+    timeline = pipeline.Timeline(z["timeline"])
     for k in range(int(z["num_windows"])):
       modalities = [m for m in MODALITIES if f"{k}/{m}" in z]
       clip = record_format.Clip(
           clip_id=str(z[f"{k}/id"]), source=str(z[f"{k}/source"]),
           features={m: z[f"{k}/{m}"].astype(np.float32) for m in modalities},
           timestamps={m: z[f"{k}/{m}_t"] for m in modalities},
-          captions=[str(s) for s in z[f"{k}/captions"]])
+          captions=[str(s) for s in z[f"{k}/captions"]],
+          video_id=str(z[f"{k}/video_id"]), frame_index=z[f"{k}/image_frames"])
+      clip = pipeline.with_video_meta(clip, timeline)
       start, end = z[f"{k}/span"].tolist()
       windows.append(pipeline.Window(clip, int(z[f"{k}/index"]), start, end,
                                      tuple(z[f"{k}/frame_range"].tolist()),
@@ -96,9 +112,14 @@ def _duration(seconds: float) -> str:
   return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
 
 
-def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile],
-        cache: str) -> RunReport:
-  """Extracts every video not yet in `cache`; logs progress with videos/s and ETA."""
+def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile], cache: str,
+        image_sources: Mapping[decode.VideoFile, pipeline.ImageSource] | None = None
+        ) -> RunReport:
+  """Extracts every video not yet in `cache`; logs progress with videos/s and ETA.
+
+  `image_sources` gives the image stream of each video when config.image.source
+  is not "frames" (e.g. Aff-Wild2's face crops).
+  """
   cached = [os.path.exists(cache_file(cache, v)) for v in videos]
   report = RunReport(done=[v for v, c in zip(videos, cached) if c], failed={})
   todo = [v for v, c in zip(videos, cached) if not c]
@@ -108,7 +129,8 @@ def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile],
   started, seconds_of_video = time.time(), 0.0
   for n, video in enumerate(todo, 1):
     try:
-      windows = list(extractor.windows(video.path, video.video_id))
+      source = image_sources[video] if image_sources is not None else None
+      windows, timeline = extractor.extract(video.path, video.video_id, source)
     except decode.VideoDecodeError as e:
       report.failed[video.video_id] = str(e)
       logging.error("Skipping %s: %s", video.path, e)
@@ -117,7 +139,7 @@ def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile],
       report.failed[video.video_id] = f"{type(e).__name__}: {e}"
       logging.error("Skipping %s: %s\n%s", video.path, e, traceback.format_exc())
       continue
-    save_windows(cache_file(cache, video), windows, extractor.config.features_dtype)
+    save_windows(cache_file(cache, video), windows, extractor.config.features_dtype, timeline)
     report.done.append(video)
     report.extracted += 1
     seconds_of_video += sum(w.end - w.start for w in windows)
@@ -193,9 +215,14 @@ class SplitStats:
 
 def write_split(out_dir: str, split: str, cache: str, videos: Sequence[decode.VideoFile],
                 to_clips: Callable[[decode.VideoFile, pipeline.Window], list[record_format.Clip]],
-                config: ml_collections.ConfigDict) -> dict:
+                config: ml_collections.ConfigDict,
+                frame_labels: Mapping[decode.VideoFile, Mapping[str, np.ndarray | None]]
+                | None = None) -> dict:
   """Writes the clips `to_clips` makes of each cached window of `videos` (may be none).
 
+  Also writes the split's frame files (`input_pipeline.video_frames`): per video
+  and scored id in `frame_labels[video]` ({id: per-frame labels or None}; default
+  {video.video_id: None}), the video's frame times and those labels.
   Returns the split's stats for dataset_info.json.
   """
   def clips():
@@ -206,4 +233,12 @@ def write_split(out_dir: str, split: str, cache: str, videos: Sequence[decode.Vi
   stats = SplitStats()
   paths = shards.write_split(out_dir, split, (stats.add(c) for c in clips()),
                              max(1, min(config.num_shards, count)), config.features_dtype)
+  def frames():
+    for video in videos:
+      times = load_timeline(cache_file(cache, video)).times
+      tracks = {video.video_id: None} if frame_labels is None else frame_labels[video]
+      for video_id, labels in tracks.items():
+        yield video_frames.VideoFrames(video_id, times, labels)
+
+  video_frames.write_split(out_dir, split, frames())
   return {**stats.summary(), "videos": len(videos), "shards": len(paths)}

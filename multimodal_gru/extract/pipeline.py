@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from absl import logging
 import ml_collections
@@ -37,6 +37,31 @@ class Window:
   end: float
   frame_range: tuple[int, int]   # first and last frame index of the window (inclusive)
   image_frames: np.ndarray   # [T_image] frame index behind each image step
+
+
+# frame indices [T] -> [T, S, S, 3] uint8 images for the image stream (e.g. face crops).
+ImageSource = Callable[[np.ndarray], np.ndarray]
+FRAMES = "frames"   # config.image.source: the image stream reads the decoded frames
+
+
+@dataclasses.dataclass
+class Timeline:
+  """Every decoded frame of a video: its time, hence the frame count and rate."""
+  times: np.ndarray          # [N] float64 seconds from the first frame
+
+  @property
+  def num_frames(self) -> int:
+    return len(self.times)
+
+  @property
+  def fps(self) -> float:
+    """From the median frame period (VFR videos: their typical rate)."""
+    return 1.0 / float(np.median(np.diff(self.times))) if len(self.times) > 1 else 25.0
+
+
+def with_video_meta(clip: record_format.Clip, timeline: Timeline) -> record_format.Clip:
+  """`clip` with the video's frame count and rate (clip/num_frames, clip/fps)."""
+  return dataclasses.replace(clip, num_frames=timeline.num_frames, fps=timeline.fps)
 
 
 class Extractor:
@@ -73,27 +98,51 @@ class Extractor:
   def dims(self) -> dict[str, int]:
     return {"video": self.video.dim, "image": self.image.dim, "text": self.text.dim}
 
-  def windows(self, path: str, video_id: str | None = None) -> Iterator[Window]:
-    """Extracts every window of a video; raises `decode.VideoDecodeError`."""
+  def windows(self, path: str, video_id: str | None = None,
+              image_source: ImageSource | None = None,
+              timeline: list[float] | None = None) -> Iterator[Window]:
+    """Extracts every window of a video; raises `decode.VideoDecodeError`.
+
+    `image_source` replaces the decoded frames of the image stream (keyframes
+    and captions stay on the frames); `timeline` receives every frame's time.
+    The clips carry clip/video_id and image/frame_index, not yet the frame
+    count (`extract` adds it).
+    """
     c = self.config
+    if (image_source is None) != (c.image.get("source", FRAMES) == FRAMES):
+      raise ValueError(f"config.image.source={c.image.get('source', FRAMES)!r} needs "
+                       f"{'an' if image_source is None else 'no'} image_source for {path}")
     video_id = video_id or os.path.splitext(os.path.basename(path))[0]
+    stride = c.get("window_stride_seconds", 0.0) or c.window_seconds
     for w in decode.iter_windows(path, c.frame_size, c.window_seconds, c.min_window_seconds,
-                                 c.max_seconds):
-      yield self._encode_window(w, video_id, path)
+                                 c.max_seconds, stride, timeline):
+      yield self._encode_window(w, video_id, path, image_source)
+
+  def extract(self, path: str, video_id: str | None = None,
+              image_source: ImageSource | None = None) -> tuple[list[Window], Timeline]:
+    """All windows of one video, their clips with the video's metadata, and its timeline."""
+    times: list[float] = []
+    windows = list(self.windows(path, video_id, image_source, times))
+    timeline = Timeline(np.asarray(times, np.float64))
+    for w in windows:
+      w.clip = with_video_meta(w.clip, timeline)
+    return windows, timeline
 
   def extract_video(self, path: str, video_id: str | None = None) -> list[record_format.Clip]:
     """All windows of one video as `Clip`s (no labels)."""
-    return [w.clip for w in self.windows(path, video_id)]
+    return [w.clip for w in self.extract(path, video_id)[0]]
 
-  def _encode_window(self, w: decode.DecodedWindow, video_id: str, path: str) -> Window:
+  def _encode_window(self, w: decode.DecodedWindow, video_id: str, path: str,
+                     image_source: ImageSource | None) -> Window:
     c = self.config
     segments, centres = sampling.video_segments(w.times, w.start, w.end, c.video.fps,
                                                 c.video.segment_frames, c.video.segment_stride)
     video_features, logits = self.video(w.frames[segments])
     steps = sampling.frames_at_rate(w.times, w.start, w.end, c.image.fps)
-    image_frames = w.frames[steps]
+    image_frames = (w.frames[steps] if image_source is None
+                    else image_source(w.frame_indices[steps]))
     k = c.keyframes
-    keys = steps[sampling.select_keyframes(w.times[steps], sampling.change_scores(image_frames),
+    keys = steps[sampling.select_keyframes(w.times[steps], sampling.change_scores(w.frames[steps]),
                                            k.max_count, k.threshold, k.min_gap_seconds,
                                            k.max_gap_seconds)]
     key_segments = sampling.nearest_frames(centres, w.times[keys])   # segment behind each keyframe
@@ -103,7 +152,7 @@ class Extractor:
         features={"video": video_features, "image": self.image(image_frames),
                   "text": self.text(captions)},
         timestamps={"video": centres, "image": w.times[steps], "text": w.times[keys]},
-        captions=captions)
+        captions=captions, video_id=video_id, frame_index=w.frame_indices[steps])
     frame_range = (int(w.frame_indices[0]), int(w.frame_indices[-1]))
     return Window(clip, w.index, w.start, w.end, frame_range, w.frame_indices[steps])
 
@@ -135,6 +184,10 @@ class Extractor:
                                  "made by multimodal_gru.extract / prepare.")
     recorded = info["extraction"]
     config = ml_collections.ConfigDict(recorded["config"])
+    if config.image.get("source", FRAMES) != FRAMES:
+      raise EncoderMismatchError(
+          f"the dataset's image stream is config.image.source={config.image.source!r} (face "
+          "crops made by the dataset's organisers), which raw videos do not have")
     for field, path in (model_paths or {}).items():
       if field not in ("image", "captioner", "text"):
         raise ValueError(f"model_paths keys are image / captioner / text, got {field!r}")

@@ -1,8 +1,9 @@
 """Dataset preparation (DVD, Aff-Wild2): `python -m multimodal_gru.prepare --help`.
 
 Each dataset module (dvd.py, affwild2.py) documents its folder layout and
-provides NAME, TASK, INSTRUCTIONS, layout_problem(), find(), to_clips() and
-dataset_info(); build.py runs extraction and labelling for any of them.
+provides NAME, TASK, INSTRUCTIONS, layout_problem(), find(), extraction_unit(),
+to_clips(), frame_labels() and dataset_info(); build.py runs extraction and
+labelling for any of them.
 """
 
 from multimodal_gru.prepare import affwild2

@@ -1,13 +1,17 @@
 r"""Prepares DVD or Aff-Wild2 from the manually downloaded release into clip shards.
 
   python -m multimodal_gru.prepare --dataset=dvd|affwild2 --manual_dir=PATH --out=DIR \
+      [--image_source=frames|cropped_aligned] [--config.window_stride_seconds=4] \
       [--config.image.model=/models/clip-vit-base-patch32] [--config.*=...]
 
 The datasets are EULA-gated: without --manual_dir (or with a folder in the
 wrong layout) this prints how to obtain them and exits with status 2. The
 --config.* flags are those of multimodal_gru/extract/config.py. Writes
-{out}/train-*.tfrecord, {out}/eval-*.tfrecord and {out}/dataset_info.json;
-finished videos are cached in {out}/extract_cache/ and skipped on a rerun.
+{out}/train-*.tfrecord, {out}/eval-*.tfrecord, the per-frame files
+{out}/frames/{split}/<video>.npz (frame times and labels, for the challenges'
+frame-level scores) and {out}/dataset_info.json; finished videos are cached in
+{out}/extract_cache/ and skipped on a rerun. --image_source=cropped_aligned
+(Aff-Wild2) feeds the image stream from the organisers' face crops.
 """
 
 import os
@@ -17,6 +21,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from multimodal_gru import paths
 from multimodal_gru.prepare import DATASETS
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -26,23 +31,28 @@ _DATASET = flags.DEFINE_enum("dataset", None, list(DATASETS), "Dataset to prepar
                              required=True)
 _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "Folder with the downloaded release.")
 _OUT = flags.DEFINE_string("out", None, "Output folder.", required=True)
+_IMAGE_SOURCE = flags.DEFINE_enum(
+    "image_source", None, ["frames", "cropped_aligned"],
+    "Image stream: the video's frames, or (Aff-Wild2) the face crops in "
+    "MANUAL_DIR/cropped_aligned/<video>/00001.jpg. Default: --config.image.source (frames).")
 
 
 def main(argv):
   del argv
   dataset = DATASETS[_DATASET.value]
-  manual_dir = _MANUAL_DIR.value
+  manual_dir = paths.resolve(_MANUAL_DIR.value)   # None stays None
+  out = paths.resolve(_OUT.value)
   problem = (f"--manual_dir={manual_dir!r} is not a folder" if not manual_dir or
              not os.path.isdir(manual_dir) else dataset.layout_problem(manual_dir))
   if problem:
     print(f"Cannot prepare {dataset.NAME}: {problem}.\n\n{dataset.INSTRUCTIONS}", file=sys.stderr)
     sys.exit(2)
   from multimodal_gru.prepare import build  # pylint: disable=g-import-not-at-top  # slow import
-  info = build.build(_DATASET.value, manual_dir, _OUT.value, _CONFIG.value)
+  info = build.build(_DATASET.value, manual_dir, out, _CONFIG.value)
   for split, s in info["splits"].items():
     print(f"{split}: {s['clips']} clips from {s['videos']} videos, {len(s['failed'])} failed, "
           f"labels {s.get('labels', {})}")
-  print(f"Wrote {_OUT.value}/dataset_info.json")
+  print(f"Wrote {out}/dataset_info.json")
 
 
 if __name__ == "__main__":

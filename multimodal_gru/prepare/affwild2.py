@@ -6,9 +6,24 @@ Layout under --manual_dir (as released by the ABAW organisers):
   annotations/VA_Estimation_Challenge/Train_Set/<name>.txt
   annotations/VA_Estimation_Challenge/Validation_Set/<name>.txt
 
+  cropped_aligned/<name>/00001.jpg ...   (only for --image_source=cropped_aligned)
+
 Each .txt has the header line `valence,arousal` and one line per video frame,
 values in [-1, 1], -5 = not annotated. `<name>` is the video's name, or the
-name plus `_left` / `_right` for videos with two annotated subjects.
+name plus `_left` / `_right` for videos with two annotated subjects. An
+annotation may be `config.frame_count_tolerance` (at least 5 frames) longer or
+shorter than the decoded video (cut / padded with -5); beyond that, an error.
+
+Every annotation is one scored video: clip/video_id = `<name>`, and its frame
+file (input_pipeline/video_frames.py) holds the annotation's -5-marked labels
+for every decoded frame of the video.
+
+With config.image.source = "cropped_aligned" (prepare --image_source) the image
+stream reads the organisers' face crops `cropped_aligned/<name>/NNNNN.jpg`
+(1-based frame numbers; `<video>` if there is no `<name>` folder) instead of
+the frames; a frame without a crop (no face detected) takes the previous
+frame's crop (the first crop before the first one). The video stream and the
+captions stay on the full frames. Each annotation is then extracted on its own.
 
 Per window: `label/va` [T_image, 2] is the label of the frame behind each image
 step (the frame nearest the step's timestamp); `label/valid` is 0 where that
@@ -26,8 +41,10 @@ import re
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from input_pipeline import record_format
+from input_pipeline import video_frames
 from multimodal_gru.extract import decode
 
 if TYPE_CHECKING:
@@ -36,6 +53,7 @@ if TYPE_CHECKING:
 NAME = "affwild2"
 TASK = "regression"
 ANNOTATIONS = os.path.join("annotations", "VA_Estimation_Challenge")
+CROPS = "cropped_aligned"
 SPLITS = {"Train_Set": "train", "Validation_Set": "eval"}   # annotation folder -> split
 
 INSTRUCTIONS = f"""\
@@ -55,6 +73,7 @@ Aff-Wild2 is distributed by its authors under an End User License Agreement.
 class Annotation:
   name: str            # annotation file stem; clip ids are "{name}-w{k:04d}"
   va: np.ndarray       # [num_frames, 2] float32, -5 = not annotated
+  path: str = ""       # the annotation file
 
 
 def load_va(path: str) -> np.ndarray:
@@ -93,8 +112,74 @@ def find(manual_dir: str) -> tuple[dict[str, list[tuple[decode.VideoFile, Annota
       if video is None:
         missing.append(name)
         continue
-      items[split].append((video, Annotation(name, load_va(txt))))
+      items[split].append((video, Annotation(name, load_va(txt), txt)))
   return items, missing
+
+
+class FaceCrops:
+  """The face crops of one video as its image stream (a `pipeline.ImageSource`)."""
+
+  def __init__(self, folder: str, size: int):
+    names = {}
+    for n in os.listdir(folder) if os.path.isdir(folder) else []:
+      stem, ext = os.path.splitext(n)
+      if stem.isdigit() and ext.lower() in (".jpg", ".jpeg", ".png"):
+        names[int(stem)] = n
+    if not names:
+      raise ValueError(f"{folder}: no face crops (00001.jpg, ...). Put the organisers' "
+                       f"{CROPS}/ folder under the manual dir, or prepare with "
+                       "--image_source=frames.")
+    self.folder, self.size, self._names = folder, size, names
+    self.numbers = np.asarray(sorted(names))
+    self.filled = 0   # image steps that took another frame's crop
+
+  def crop_numbers(self, frame_indices: np.ndarray) -> np.ndarray:
+    """1-based crop number used for each 0-based frame: the frame's, else the previous one's."""
+    wanted = np.asarray(frame_indices) + 1
+    before = np.searchsorted(self.numbers, wanted, side="right") - 1
+    return self.numbers[np.maximum(before, 0)]
+
+  def __call__(self, frame_indices: np.ndarray) -> np.ndarray:
+    numbers = self.crop_numbers(frame_indices)
+    self.filled += int((numbers != np.asarray(frame_indices) + 1).sum())
+    return np.stack([self._load(int(n)) for n in numbers])
+
+  def _load(self, number: int) -> np.ndarray:
+    path = os.path.join(self.folder, self._names[number])
+    with Image.open(path) as image:
+      image = image.convert("RGB")
+      side = min(image.size)
+      left, top = (image.width - side) // 2, (image.height - side) // 2
+      image = image.crop((left, top, left + side, top + side))
+      return np.asarray(image.resize((self.size, self.size), Image.BILINEAR), np.uint8)
+
+
+def extraction_unit(manual_dir: str, video: decode.VideoFile, annotation: Annotation,
+                    config) -> tuple[decode.VideoFile, FaceCrops | None]:
+  """What to extract for `annotation`: its video (full frames), or with face crops the
+  video under the annotation's name together with its crops."""
+  source = config.image.get("source", "frames")
+  if source == "frames":
+    return video, None
+  if source != CROPS:
+    raise ValueError(f"config.image.source must be 'frames' or {CROPS!r}, got {source!r}")
+  folder = os.path.join(manual_dir, CROPS, annotation.name)
+  if not os.path.isdir(folder):
+    folder = os.path.join(manual_dir, CROPS, os.path.basename(video.video_id))
+  if not os.path.isdir(folder):
+    raise ValueError(f"No face crops for {annotation.path}: neither "
+                     f"{os.path.join(manual_dir, CROPS, annotation.name)} nor {folder} exists. "
+                     f"Put the organisers' {CROPS}/ folder under {manual_dir}, or prepare with "
+                     "--image_source=frames.")
+  return decode.VideoFile(annotation.name, video.path), FaceCrops(folder, config.frame_size)
+
+
+def frame_labels(annotation: Annotation, num_frames: int, tolerance: float | None,
+                 video_path: str) -> np.ndarray:
+  """[num_frames, 2] float32 labels of every decoded frame, -5 = unannotated."""
+  return video_frames.fit_labels(annotation.va, num_frames, tolerance,
+                                 f"{annotation.path} (video {video_path})",
+                                 video_frames.UNANNOTATED_VA)
 
 
 def to_clips(annotation: Annotation, window: pipeline.Window) -> list[record_format.Clip]:
@@ -107,7 +192,7 @@ def to_clips(annotation: Annotation, window: pipeline.Window) -> list[record_for
     return []
   va[~valid] = 0.0
   return [dataclasses.replace(window.clip, clip_id=f"{annotation.name}-w{window.index:04d}",
-                              va=va, valid=valid)]
+                              video_id=annotation.name, va=va, valid=valid)]
 
 
 def dataset_info() -> dict:

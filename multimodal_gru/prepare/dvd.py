@@ -12,12 +12,16 @@ An annotation .csv is one of
               frames not listed are unannotated;
   segments:   header `start_frame,end_frame`, then one line per violent
               interval (inclusive); every other frame is non-violent.
-Frame indices count decoded frames from 0.
+Frame indices count decoded frames from 0. Listed frames may reach
+`config.frame_count_tolerance` (at least 5 frames) past the decoded video's
+end (they are dropped); beyond that, an error.
 
 Per window: `label/class` = 1 if any annotated frame of the window is violent;
 `label/step_class` [T_image] = the label of the frame behind each image step;
 `label/valid` = 0 for unannotated steps. Windows with no annotated frame are
-left out.
+left out. Each annotation is one scored video (clip/video_id = `<id>`); its frame
+file (input_pipeline/video_frames.py) holds the label of every decoded frame
+(-1 = unannotated).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from input_pipeline import record_format
+from input_pipeline import video_frames
 from multimodal_gru.extract import decode
 
 if TYPE_CHECKING:
@@ -63,6 +68,14 @@ class Annotation:
   name: str
   per_frame: np.ndarray | None = None   # [num_frames] int, -1 / 0 / 1
   segments: np.ndarray | None = None    # [S, 2] inclusive frame ranges
+  path: str = ""                        # the annotation file
+
+  @property
+  def extent(self) -> int:
+    """Frames the annotation reaches: last listed / segment frame + 1."""
+    if self.segments is not None:
+      return int(self.segments[:, 1].max()) + 1 if len(self.segments) else 0
+    return len(self.per_frame)
 
   def labels(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(label [N] int, annotated [N] bool) of frame indices."""
@@ -87,11 +100,11 @@ def load_annotation(path: str) -> Annotation:
       raise ValueError(f"{path}: frames must be >= 0 and labels 0 or 1")
     per_frame = np.full(body[:, 0].max() + 1 if body.size else 0, -1, np.int64)
     per_frame[body[:, 0]] = body[:, 1]
-    return Annotation(name, per_frame=per_frame)
+    return Annotation(name, per_frame=per_frame, path=path)
   if header == ["start_frame", "end_frame"]:
     if body.size and (body[:, 0] > body[:, 1]).any():
       raise ValueError(f"{path}: a segment ends before it starts")
-    return Annotation(name, segments=body)
+    return Annotation(name, segments=body, path=path)
   raise ValueError(f"{path}: header must be 'frame,label' or 'start_frame,end_frame', "
                    f"got {','.join(header)!r}")
 
@@ -123,6 +136,26 @@ def find(manual_dir: str) -> tuple[dict[str, list[tuple[decode.VideoFile, Annota
   return items, missing
 
 
+def extraction_unit(manual_dir: str, video: decode.VideoFile, annotation: Annotation,
+                    config) -> tuple[decode.VideoFile, None]:
+  """What to extract for `annotation`: its video, full frames."""
+  del manual_dir, annotation
+  if config.image.get("source", "frames") != "frames":
+    raise ValueError(f"DVD has no face crops: config.image.source must be 'frames', got "
+                     f"{config.image.source!r}")
+  return video, None
+
+
+def frame_labels(annotation: Annotation, num_frames: int, tolerance: float | None,
+                 video_path: str) -> np.ndarray:
+  """[num_frames] int64 label of every decoded frame, -1 = unannotated."""
+  if annotation.extent > num_frames:
+    video_frames.check_frame_count(annotation.extent, num_frames, tolerance,
+                                   f"{annotation.path} (video {video_path})")
+  labels, annotated = annotation.labels(np.arange(num_frames))
+  return np.where(annotated, labels, video_frames.UNANNOTATED_CLASS).astype(np.int64)
+
+
 def to_clips(annotation: Annotation, window: pipeline.Window) -> list[record_format.Clip]:
   first, last = window.frame_range
   labels, annotated = annotation.labels(np.arange(first, last + 1))
@@ -130,8 +163,8 @@ def to_clips(annotation: Annotation, window: pipeline.Window) -> list[record_for
     return []
   step_class, valid = annotation.labels(window.image_frames)
   return [dataclasses.replace(window.clip, clip_id=f"{annotation.name}-w{window.index:04d}",
-                              label=int(labels[annotated].max()), step_class=step_class,
-                              valid=valid)]
+                              video_id=annotation.name, label=int(labels[annotated].max()),
+                              step_class=step_class, valid=valid)]
 
 
 def dataset_info() -> dict:

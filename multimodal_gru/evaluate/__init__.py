@@ -1,4 +1,12 @@
-"""Evaluation over the whole evaluation set (metrics are never batch averages)."""
+"""Evaluation over the whole evaluation set (metrics are never batch averages).
+
+Window level (this module): `evaluate` runs the eval step over every eval
+batch; metrics over clips and image steps. Video level (the challenges'
+protocol, every frame of every video): `video_level_metrics` (video.py) maps
+step outputs onto frames (frames.py) and scores them (protocol.py); the command
+`python -m multimodal_gru.evaluate` also writes submission files
+(submission.py, see __main__.py).
+"""
 
 from typing import Callable, Iterable
 
@@ -6,6 +14,7 @@ import jax
 import numpy as np
 
 from multimodal_gru import metrics as metrics_lib
+from multimodal_gru.evaluate.video import predict_frames, video_level_metrics  # noqa: F401
 
 
 def eval_outputs(config, outputs, batch) -> dict:
