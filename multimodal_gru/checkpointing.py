@@ -7,21 +7,46 @@ count each process restores its own; with another count the positions are
 recomputed (`reshard_iterator_states`) where that is exact, and otherwise the
 restore stops with an error that says what to do. Without a data_iter folder
 the state is restored and the input stream starts from its beginning.
+
+Damage: `restore_latest` falls back to the newest readable checkpoint, moves
+each unreadable one aside (STEP -> STEP.unreadable, kept for inspection; its
+step number is then free to be saved again) and warns in one line with the
+path and the reason; with none readable it raises `CheckpointError`. A failed
+save (e.g. a full disk) raises `CheckpointSaveError` with the path and errno;
+orbax writes into a temporary folder and commits by renaming it, so the
+previous checkpoints stay intact.
 """
 
+import contextlib
+import gc
 import json
 import re
+import sys
 from typing import Any, Sequence
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
 from input_pipeline import pipeline
+from multimodal_gru import workdir as workdir_lib
 
 DATA_ITER = "data_iter"
 _ITERATOR_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
 _SKIP_COUNTS = "skipped_records"   # the skip counts in a train iterator state (pipeline.py)
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint in the folder can be restored; names the folder and the reasons."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """Writing a checkpoint failed; names the path, the errno and what to do."""
+
+
+class IteratorReshardError(ValueError):
+  """The input position cannot carry over to this process count (not damage: no fallback)."""
 
 
 def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
@@ -33,35 +58,160 @@ def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
                                item_names=("state", "data_iter"))
 
 
+def _first_line(e: BaseException, limit: int = 300) -> str:
+  """One line for `e`: its root cause's type and first line (orbax wraps tensorstore's)."""
+  while e.__cause__ is not None:
+    e = e.__cause__
+  lines = str(e).strip().splitlines()
+  text = f"{type(e).__name__}: {lines[0] if lines else ''}"
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _os_error(e: BaseException) -> OSError | None:
+  """The first OSError in the cause/context chain of `e`, if any."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, OSError):
+      return e
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return None
+
+
+@contextlib.contextmanager
+def _save_errors(manager: ocp.CheckpointManager):
+  """Turns a failed (possibly asynchronous) save into one CheckpointSaveError."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-exception-caught  # orbax wraps writer errors
+    os_error = _os_error(e)
+    what = (workdir_lib.describe_os_error(os_error, os_error.filename or str(manager.directory))
+            if os_error is not None else f"{manager.directory}: {_first_line(e)}")
+    try:
+      manager.reload()   # the failed step is not in the folder (never committed)
+      last = manager.latest_step()
+    except Exception:  # pylint: disable=broad-exception-caught  # the folder itself may be gone
+      last = None
+    kept = (f"The checkpoint of step {last} in {manager.directory} is intact; rerun the same "
+            "command to resume from it" if last is not None else
+            "No earlier checkpoint was written; rerun the same command")
+    raise CheckpointSaveError(f"Saving a checkpoint failed: {what}. {kept} once that is fixed.") from None
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, data_iter) -> None:
-  manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data_iter=pipeline.iterator_save_args(data_iter)), force=True)
+  """Starts an asynchronous save; raises CheckpointSaveError if this or the previous one failed."""
+  with _save_errors(manager):
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data_iter=pipeline.iterator_save_args(data_iter)), force=True)
+
+
+def wait_until_finished(manager: ocp.CheckpointManager, quiet: bool = False) -> None:
+  """Waits for the pending save; raises CheckpointSaveError if it failed.
+
+  quiet: log the failure in one line instead (while another error propagates).
+  """
+  try:
+    with _save_errors(manager):
+      manager.wait_until_finished()
+  except CheckpointSaveError as e:
+    if not quiet:
+      raise
+    logging.error("%s", e)
+
+
+@contextlib.contextmanager
+def _quiet_async_errors():
+  """Collects the tracebacks that tensorstore callbacks and abandoned coroutines print.
+
+  When one array of a checkpoint cannot be read, orbax's restore raises while
+  the reads of the other arrays are still in flight; they finish on a closed
+  event loop and each prints a traceback ("Event loop is closed", "Exception
+  ignored in <coroutine>"), hundreds of lines for one bad file.
+  """
+  hooks = sys.excepthook, sys.unraisablehook
+  suppressed = []
+  sys.excepthook = lambda *exc: suppressed.append(exc[1])
+  sys.unraisablehook = lambda unraisable: suppressed.append(unraisable.exc_value)
+  try:
+    yield
+  finally:
+    gc.collect()   # finalises the abandoned coroutines while their output is still collected
+    sys.excepthook, sys.unraisablehook = hooks
+    if suppressed:
+      logging.info("Suppressed %d tracebacks of abandoned checkpoint reads.", len(suppressed))
+
+
+def _step_dir(manager: ocp.CheckpointManager, step: int) -> epath.Path:
+  return ocp.step.find_step_path(manager.directory, ocp.step.standard_name_format(), step=step)
+
+
+def _set_aside(manager: ocp.CheckpointManager, step: int) -> epath.Path:
+  """Renames an unreadable STEP folder to STEP.unreadable[.N] so STEP can be saved again."""
+  path = _step_dir(manager, step)
+  target, n = path.parent / f"{path.name}.unreadable", 0
+  while target.exists():
+    n += 1
+    target = path.parent / f"{path.name}.unreadable.{n}"
+  if jax.process_index() == 0:
+    path.rename(target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(f"checkpoint {step} set aside")
+  return target
 
 
 def restore_latest(manager: ocp.CheckpointManager, state, data_iter):
-  """Restores the newest checkpoint into `state`'s structure and shardings.
+  """Restores the newest readable checkpoint into `state`'s structure and shardings.
 
   The shardings (mesh, device and process count) may differ from the saved
   ones. Returns (state, step), or (state, None) when there is no checkpoint;
   the data iterator's position is restored in place (see the module doc).
+  Newer unreadable checkpoints are set aside with a warning; raises
+  CheckpointError (and moves nothing) when none is readable.
   """
-  step = manager.latest_step()
-  if step is None:
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
     return state, None
+  failures = {}
+  with _quiet_async_errors():
+    for step in steps:
+      try:
+        restored = _restore_step(manager, step, state, data_iter)
+      except IteratorReshardError:
+        raise
+      except Exception as e:  # pylint: disable=broad-exception-caught  # any damage: try older
+        failures[step] = _first_line(e)
+        logging.warning("Checkpoint %s is unreadable (%s); trying an older one.",
+                        _step_dir(manager, step), failures[step])
+        continue
+      for bad in failures:
+        logging.warning("Moved unreadable checkpoint %s to %s.", _step_dir(manager, bad),
+                        _set_aside(manager, bad).name)
+      if failures:
+        manager.reload()
+      logging.info("Restored checkpoint of step %d from %s", step, manager.directory)
+      return restored, step
+  reasons = "; ".join(f"step {step}: {reason}" for step, reason in failures.items())
+  raise CheckpointError(
+      f"No readable checkpoint in {manager.directory}: {reasons}. Fix the storage and rerun, "
+      "or move the checkpoints folder away to train from the beginning.")
+
+
+def _restore_step(manager: ocp.CheckpointManager, step: int, state, data_iter):
+  """Restores checkpoint `step`; raises on any damage."""
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-  iterator_dir = ocp.step.find_step_path(manager.directory, ocp.step.standard_name_format(),
-                                         step=step) / DATA_ITER
+  iterator_dir = _step_dir(manager, step) / DATA_ITER
   saved = _saved_iterator_files(iterator_dir)
+  states = [_read_iterator_file(path) for path in saved]
   if len(saved) == jax.process_count():
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract),
         data_iter=pipeline.iterator_restore_args(data_iter)))
-    logging.info("Restored checkpoint of step %d from %s", step, manager.directory)
-    return restored["state"], step
+    return restored["state"]
 
   # Another process count: check the input position before the (long) state restore.
-  position = _resharded_position(saved, data_iter, iterator_dir) if saved else None
+  position = _resharded_position(states, data_iter, iterator_dir) if saved else None
   restored = manager.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract)))
   if position is None:
@@ -71,8 +221,14 @@ def restore_latest(manager: ocp.CheckpointManager, state, data_iter):
     data_iter.start_prefetch()
     logging.info("Input position of %d processes carried over to %d.", len(saved),
                  jax.process_count())
-  logging.info("Restored checkpoint of step %d from %s", step, manager.directory)
-  return restored["state"], step
+  return restored["state"]
+
+
+def _read_iterator_file(path) -> Any:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path} is not a readable input position ({_first_line(e)})") from None
 
 
 def _saved_iterator_files(iterator_dir) -> list:
@@ -91,16 +247,15 @@ def _saved_iterator_files(iterator_dir) -> list:
   return [found[i][1] for i in sorted(found)]
 
 
-def _resharded_position(saved: list, data_iter, iterator_dir) -> dict[str, Any]:
-  """This process's input position continuing the `saved` positions of another process count."""
-  states = [json.loads(path.read_text()) for path in saved]
+def _resharded_position(states: list, data_iter, iterator_dir) -> dict[str, Any]:
+  """This process's input position continuing the saved `states` of another process count."""
   try:
     return reshard_iterator_states(states, jax.process_index(), jax.process_count(),
                                    data_iter.get_state())
   except ValueError as e:
-    raise ValueError(
-        f"Cannot resume the input position in {iterator_dir}, written by {len(saved)} "
-        f"processes, with {jax.process_count()} processes: {e}. Resume with {len(saved)} "
+    raise IteratorReshardError(
+        f"Cannot resume the input position in {iterator_dir}, written by {len(states)} "
+        f"processes, with {jax.process_count()} processes: {e}. Resume with {len(states)} "
         "processes (the number of devices per process may differ), or delete that "
         "data_iter folder to restore the model and optimizer state and restart the input "
         "stream from its beginning.") from None

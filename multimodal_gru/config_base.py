@@ -79,6 +79,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   t.eval_every = 1000
   t.checkpoint_every = 500
   t.keep_checkpoints = 3
+  # WORKDIR/config.json records the config of the first start; a rerun that changes the model
+  # or the data stops (multimodal_gru/workdir.py lists the fields that may change). True:
+  # resume anyway and record the new config (or start a new experiment in a new workdir).
+  t.allow_config_change = False
 
   # --- device mesh -------------------------------------------------------------
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))   # -1 = the rest

@@ -149,3 +149,39 @@ def make_global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict
   if len(set(sizes.values())) > 1 or None in sizes.values():
     raise ValueError(f"all batch entries need the same leading (batch) dim, got {sizes}")
   return jax.make_array_from_process_local_data(batch_sharding(mesh), dict(local_batch))
+
+
+class BatchSizeError(ValueError):
+  """A global batch size that the mesh and process count cannot split evenly."""
+
+
+def check_batch_sizes(sizes: Mapping[str, int], num_shards: int, process_count: int,
+                      device_count: int) -> None:
+  """Raises BatchSizeError unless every global batch size splits evenly.
+
+  sizes: {"batch_size": 64, "eval_batch_size": 128} (fields of config.train).
+  A global batch is split over `num_shards` batch shards (mesh data x fsdp)
+  and loaded in `process_count` equal parts, so it must be a positive
+  multiple of both.
+  """
+  unit = math.lcm(num_shards, process_count)
+  bad = []
+  for name, size in sizes.items():
+    if size < unit or size % unit:
+      lower = size // unit * unit
+      nearest = " or ".join(str(n) for n in (lower, lower + unit) if n > 0)
+      bad.append(f"config.train.{name}={size} (nearest valid: {nearest})")
+  if bad:
+    raise BatchSizeError(
+        f"{'; '.join(bad)}: a global batch must be a multiple of {unit}, as it is split over "
+        f"{num_shards} batch shards (mesh data x fsdp) on {device_count} devices in "
+        f"{process_count} process(es). Set --config.train.batch_size / "
+        "--config.train.eval_batch_size to a multiple of "
+        f"{unit}, or change config.mesh.")
+
+
+def check_mesh_batch_sizes(train_config, mesh: Mesh) -> None:
+  """check_batch_sizes for config.train on `mesh` in this JAX process group."""
+  check_batch_sizes({"batch_size": int(train_config.batch_size),
+                     "eval_batch_size": int(train_config.eval_batch_size)},
+                    mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count(), mesh.size)

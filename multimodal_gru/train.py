@@ -1,5 +1,14 @@
-"""Training and evaluation loop."""
+"""Training and evaluation loop.
 
+Start-up checks, before any expensive work: the workdir is writable, locked
+for this run and trained with a compatible config (multimodal_gru/workdir.py),
+the batch sizes split over the mesh, and the shards of the train and eval
+splits are intact (`pipeline.check_split`; its reports go to results.json
+under "data_check"). At a step that both saves and evaluates, the save comes
+first, so a failing evaluation loses no training.
+"""
+
+import contextlib
 import json
 import signal
 import time
@@ -15,6 +24,7 @@ from flax.training import train_state as train_state_lib
 
 from input_pipeline import pipeline
 from multimodal_gru import checkpointing, evaluate, objective, optim, sharding, summary
+from multimodal_gru import workdir as workdir_lib
 from multimodal_gru.models import augment
 from multimodal_gru.models.model import build_model
 
@@ -126,15 +136,35 @@ def _check_finite(metrics: dict, step: int, manager) -> None:
         "(the input pipeline rejects NaN/Inf features), then rerun the same command to resume.")
 
 
+def _eval_skips(batches) -> dict[str, int]:
+  """Bad eval records skipped by this process ({} for a plain iterable of batches)."""
+  if isinstance(batches, pipeline.EvalBatches):
+    return pipeline.skipped_records(batches)
+  return {}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns results.json's content."""
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)   # local or gs:// (the [gcs] extra)
+  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns results.json's content.
+
+  Process 0 holds the workdir lock (workdir.WorkdirLock) for the whole run.
+  """
+  workdir_lib.check_writable(workdir, jax.process_index())
+  is_chief = jax.process_index() == 0
+  with workdir_lib.WorkdirLock(workdir) if is_chief else contextlib.nullcontext():
+    return _train_and_evaluate(config, workdir, is_chief)
+
+
+def _train_and_evaluate(config, workdir: str, is_chief: bool) -> dict[str, Any]:
+  record_config = workdir_lib.check_config(workdir, config)
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_mesh_batch_sizes(config.train, mesh)
   if config.data.generate_demo:
     from multimodal_gru import demo_data
     demo_data.ensure_demo_dataset(config.data.dir)
-  mesh = sharding.make_mesh(config.mesh)
+  # Framing of the train shards (a CRC pass would cost an epoch), every record of the eval ones.
+  data_check = {"train": pipeline.check_split(config, config.data.train_split),
+                "eval": pipeline.check_split(config, config.data.eval_split, full_crc=True)}
   model = build_model(config)
-  is_chief = jax.process_index() == 0
   writer = summary.create_default_writer(workdir, just_logging=not is_chief)
 
   train_iter = pipeline.create_train_iterator(config)
@@ -147,6 +177,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   start_step = int(restored_step or 0)
   if restored_step is None:
     writer.write_hparams(config.to_dict())
+  if is_chief and record_config:
+    workdir_lib.record_config(workdir, config)
 
   batch_sharding = sharding.batch_sharding(mesh)
   replicated = sharding.replicated(mesh)
@@ -157,16 +189,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_step = jax.jit(make_eval_step(config, model),
                       in_shardings=(state_shardings, batch_sharding), out_shardings=replicated)
   rng = jax.random.key(config.seed + 1)
+  eval_skipped: dict[str, int] = {}
 
   def run_eval(step):
+    nonlocal eval_skipped
     t0 = time.time()
-    metrics = evaluate.evaluate(config, eval_step, state, pipeline.create_eval_batches(config), to_global)
+    batches = pipeline.create_eval_batches(config)
+    metrics = evaluate.evaluate(config, eval_step, state, batches, to_global)
+    eval_skipped = _eval_skips(batches)
     logging.info("eval @ step %d (%.1fs): %s", step, time.time() - t0,
                  ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
+    if eval_skipped:
+      logging.warning("Skipped %d bad eval records (data.skip_bad_records=True), the metrics "
+                      "cover %d examples: %s", sum(eval_skipped.values()),
+                      int(metrics["num_examples"]), eval_skipped)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
     return metrics
 
   num_steps = config.train.num_steps
+  if start_step >= num_steps:
+    logging.info("num_steps=0: evaluating the initial (untrained) model." if start_step == 0 else
+                 f"Restored step {start_step} >= num_steps={num_steps}: evaluating it.")
   preemption = _Preemption()
   eval_metrics: dict[str, float] = {}
   step = start_step
@@ -194,29 +237,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logging.info("step %d/%d  loss=%.4f  %.2f steps/s  %.0f examples/s  ETA %s",
                      step, num_steps, scalars["loss"], steps_per_s, scalars["examples_per_sec"],
                      _format_eta((num_steps - step) / max(steps_per_s, 1e-9)))
-      if step % config.train.eval_every == 0 or is_last:
-        eval_metrics = run_eval(step)
-        t_log = time.time()   # eval time is not training throughput
+      # Save before evaluating: a failing evaluation (e.g. a bad eval record) loses no training.
       if step % config.train.checkpoint_every == 0 or is_last or preemption.requested:
         _check_finite({"loss": float(last_metrics["loss"])}, step, manager)
         checkpointing.save(manager, step, state, train_iter)
       if preemption.requested:
-        manager.wait_until_finished()
+        checkpointing.wait_until_finished(manager)
         logging.warning("Checkpoint of step %d saved after SIGTERM; rerun the same command to resume.", step)
         return {"step": step, "preempted": True}
-    if not eval_metrics:   # resumed at the final step: evaluate the restored state
+      if step % config.train.eval_every == 0 or is_last:
+        eval_metrics = run_eval(step)
+        t_log = time.time()   # eval time is not training throughput
+    if not eval_metrics:   # num_steps=0, or resumed at the final step: evaluate the restored state
       eval_metrics = run_eval(step)
+    checkpointing.wait_until_finished(manager)
   finally:
-    manager.wait_until_finished()
+    checkpointing.wait_until_finished(manager, quiet=True)
     preemption.restore()
     writer.flush()
+
+  # The challenges' protocol on the final model: every frame of every eval video (video_* keys).
+  video_metrics = evaluate.video_level_metrics(config, eval_step, state, to_global)
+  if video_metrics:
+    eval_metrics.update(video_metrics)
+    writer.write_scalars(step, {f"eval/{k}": v for k, v in video_metrics.items()})
 
   skipped = pipeline.skipped_records(train_iter)
   if skipped:
     logging.warning("Skipped bad training records (data.skip_bad_records=True): %s", skipped)
   results = {
       "step": step,
-      "skipped_records": skipped,
+      "skipped_records": {"train": skipped, "eval": eval_skipped},
+      "data_check": data_check,
       "task": config.task,
       "primary_metric": PRIMARY_METRIC[config.task],
       "metrics": eval_metrics,
