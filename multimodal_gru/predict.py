@@ -24,7 +24,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import app, flags, logging
 import jax
@@ -189,7 +189,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
   return z / z.sum(axis=-1, keepdims=True)
 
 
-def _values(task: str, out: np.ndarray) -> dict[str, Any]:
+def score_fields(task: str, out: np.ndarray) -> dict[str, Any]:
   """JSON fields of one prediction: logits [K] or (valence, arousal) [2]."""
   if task == "classification":
     p = _softmax(out.astype(np.float64))
@@ -212,10 +212,10 @@ def predict_video(path: str, extractor: extract_pipeline.Extractor, predictor: P
     times = np.asarray(w.clip.timestamps["image"], np.float64)[:t_max]   # seconds in the video
     result["windows"].append({"index": w.index, "clip_id": w.clip.clip_id, "start": w.start,
                               "end": w.end, "num_steps": len(times),
-                              **_values(config.task, outputs[clip_key][i])})
+                              **score_fields(config.task, outputs[clip_key][i])})
     for k, t in enumerate(times):
       result["timeline"].append({"time": float(t), "window": w.index,
-                                 **_values(config.task, outputs[step_key][i, k])})
+                                 **score_fields(config.task, outputs[step_key][i, k])})
   dropped = sum(max(len(w.clip.timestamps["image"]) - t_max, 0) for w in windows)
   if dropped:
     logging.warning("%s: %d image steps beyond data.max_steps.image=%d are not predicted.",
@@ -239,8 +239,13 @@ def thumbnails(path: str, times: Sequence[float], size: int = 128) -> list[np.nd
 
 
 def plot_prediction(result: Mapping[str, Any], path: str, png_path: str,
-                    num_thumbnails: int = 6) -> None:
-  """Writes the timeline of `result` over a strip of thumbnails of the video to `png_path`."""
+                    num_thumbnails: int = 6,
+                    frames_at: Callable[[np.ndarray], list] | None = None) -> None:
+  """Writes the timeline of `result` over a strip of thumbnails of the video to `png_path`.
+
+  `frames_at(times)` gives the thumbnails instead of decoding `path` again
+  (a live source cannot be re-read).
+  """
   import matplotlib
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt
@@ -249,7 +254,7 @@ def plot_prediction(result: Mapping[str, Any], path: str, png_path: str,
   times = np.array([s["time"] for s in timeline])
   end = max(w["end"] for w in windows)
   shots = np.linspace(0, end, num_thumbnails + 2)[1:-1]
-  frames = thumbnails(path, shots)
+  frames = (frames_at or (lambda t: thumbnails(path, t)))(shots)
   fig = plt.figure(figsize=(12, 5), constrained_layout=True)
   grid = fig.add_gridspec(2, num_thumbnails, height_ratios=[2.2, 1])
   ax = fig.add_subplot(grid[0, :])

@@ -98,3 +98,14 @@ def save_clip(folder: str, seed: int = 0) -> str:
   transformers.CLIPImageProcessor(size={"shortest_edge": 32},
                                   crop_size={"height": 32, "width": 32}).save_pretrained(folder)
   return folder
+
+
+def save_clip_vision_b32(folder: str, seed: int = 0) -> str:
+  """CLIP ViT-B/32's vision tower (224 px, 768-d) with random weights.
+
+  The default image encoder's architecture, hence its cost, for benchmarks:
+  no CLIP weights ship in any package the machines can install.
+  """
+  _save_random(transformers.FlaxCLIPVisionModel, transformers.CLIPVisionConfig(), folder, seed)
+  transformers.CLIPImageProcessor().save_pretrained(folder)
+  return folder
