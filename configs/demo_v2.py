@@ -10,9 +10,8 @@ The accuracy each variant can reach by construction is in demo_data_v2's
 docstring (xattn_bidir 0.875 on the eval split, concat 0.750, best unimodal
 0.708, no GRU 0.667). Sizes are ours.
 
-The data are generated into data.dir when this config is loaded (once; later
-loads only compare the stamp in dataset_info.json): `data.generate_demo` of the
-trainer writes demo v1 only.
+The trainer generates the data into data.dir on first use (data.generate_demo with
+data.demo_generator="v2"; later runs only compare the stamp in dataset_info.json).
 """
 
 import os
@@ -27,7 +26,8 @@ def get_config():
   c = get_base_config()
   c.task = "classification"
   c.data.dir = os.path.expanduser(os.environ.get("MGRU_DEMO_V2_DATA", DEFAULT_DIR))
-  demo_data_v2.ensure_demo_dataset(c.data.dir)
+  c.data.generate_demo = True
+  c.data.demo_generator = "v2"
   c.data.max_steps.video, c.data.max_steps.image, c.data.max_steps.text = (
       demo_data_v2.STEP_RANGE[m][1] for m in ("video", "image", "text"))
   c.data.dims.video, c.data.dims.image, c.data.dims.text = (

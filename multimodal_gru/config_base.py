@@ -26,6 +26,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   d.read_threads = 4            # threads for record reading/parsing
   d.skip_bad_records = False    # True: count and skip invalid records instead of raising
   d.generate_demo = False       # demo config: generate the embedded benchmark if missing
+  d.demo_generator = "v1"       # with generate_demo: "v1" (demo_data.py) | "v2" (demo_data_v2.py)
 
   # --- model ---------------------------------------------------------------
   c.model = m = ml_collections.ConfigDict()
@@ -83,6 +84,19 @@ def get_base_config() -> ml_collections.ConfigDict:
   # or the data stops (multimodal_gru/workdir.py lists the fields that may change). True:
   # resume anyway and record the new config (or start a new experiment in a new workdir).
   t.allow_config_change = False
+
+  # --- robustness evaluation (multimodal_gru/evaluate/robustness.py) ----------
+  # The eval set scored again under named corruptions: results.json and TensorBoard
+  # get robust/<corruption>/<metric>. Families: missing (each stream), missing_pairs,
+  # noise (Gaussian, std in units of each stream's feature std), drop_steps (a fraction
+  # of the real steps removed), shift_image (image frames lag the other streams).
+  c.eval = e = ml_collections.ConfigDict()
+  e.robustness = False
+  e.corruptions = ("missing", "missing_pairs", "noise", "drop_steps", "shift_image")
+  e.noise_levels = (0.5, 1.0, 2.0)
+  e.drop_fractions = (0.25, 0.5)
+  e.shift_steps = (2, 4)        # image steps
+  e.seed = 0
 
   # --- device mesh -------------------------------------------------------------
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))   # -1 = the rest

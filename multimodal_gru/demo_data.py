@@ -262,12 +262,31 @@ def ensure_demo_dataset(data_dir: str, *, num_train: int = 4096, num_eval: int =
   """Writes the demo's train/eval splits into data_dir unless they are already there.
 
   Regenerates when the stamp (generator VERSION and the arguments) differs.
-  Safe when several processes call it at once: each writes a private
-  temporary folder that is renamed into place; identical content, first wins.
+  Safe when several processes call it at once (see `ensure_generated`).
   Refuses to replace a non-empty folder that is not a demo dataset.
   Returns data_dir.
   """
-  stamp = _stamp(num_train, num_eval, num_shards, seed)
+  def write(tmp):
+    for split, n in (("train", num_train), ("eval", num_eval)):
+      shards.write_split(tmp, split, generate_clips(split, n, seed), num_shards, dtype="float16")
+    return dict(
+        description=__doc__.split("\n\n")[0],
+        tasks=["classification", "regression"], num_classes=2,
+        modalities=list(record_format.MODALITIES), dims=DIMS,
+        max_steps={m: hi for m, (_, hi) in STEP_RANGE.items()},
+        feature_dtype="float16", splits={"train": num_train, "eval": num_eval})
+  return ensure_generated(data_dir, _stamp(num_train, num_eval, num_shards, seed), write)
+
+
+def ensure_generated(data_dir: str, stamp: dict, write) -> str:
+  """Runs write(tmp_dir) -> dataset_info fields into data_dir unless its stamp matches.
+
+  Shared by the demo generators (demo_data, demo_data_v2): the folder's
+  dataset_info.json records `stamp`; a different stamp regenerates. Safe when
+  several processes call it at once: each writes a private temporary folder
+  that is renamed into place; identical content, first wins. Refuses to
+  replace a non-empty folder that is not a demo dataset. Returns data_dir.
+  """
   target = os.path.abspath(os.path.expanduser(data_dir))
   if _read_stamp(target) == stamp:
     return data_dir
@@ -278,14 +297,8 @@ def ensure_demo_dataset(data_dir: str, *, num_train: int = 4096, num_eval: int =
   os.makedirs(parent, exist_ok=True)
   tmp = os.path.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
   try:
-    for split, n in (("train", num_train), ("eval", num_eval)):
-      shards.write_split(tmp, split, generate_clips(split, n, seed), num_shards, dtype="float16")
-    shards.write_dataset_info(tmp, dict(
-        name=DATASET_NAME, demo_stamp=stamp, description=__doc__.split("\n\n")[0],
-        tasks=["classification", "regression"], num_classes=2,
-        modalities=list(record_format.MODALITIES), dims=DIMS,
-        max_steps={m: hi for m, (_, hi) in STEP_RANGE.items()},
-        feature_dtype="float16", splits={"train": num_train, "eval": num_eval}))
+    info = write(tmp)
+    shards.write_dataset_info(tmp, dict(name=DATASET_NAME, demo_stamp=stamp, **info))
     for _ in range(3):
       if _read_stamp(target) == stamp:         # another process finished first
         return data_dir

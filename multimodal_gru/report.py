@@ -6,7 +6,9 @@ Reads every ROOT/**/results.json (written by `multimodal_gru.main`), groups the
 runs into variants by their config differences except the seeds (`seed`,
 `data.shuffle_seed`), and writes PREFIX.md (a markdown table, best per column
 in bold), PREFIX.csv and PREFIX.png (the primary metric per variant with std
-error bars); PREFIX defaults to ROOT/report. Prints the table.
+error bars); PREFIX defaults to ROOT/report. Prints the table. PREFIX.md also
+gets the paper's comparisons, paired over seeds, and (when the runs hold
+robust/* metrics) a variants x corruptions table (report_stats.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from multimodal_gru import grid, paths
+from multimodal_gru import grid, paths, report_stats
 
 SEED_KEYS = ("seed", "data.shuffle_seed")
 SKIP_METRICS = ("num_examples",)
@@ -207,7 +209,8 @@ def build_report(root: str, out_prefix: str | None = None) -> Report:
   if len(tasks) > 1:
     raise ReportError(f"{root} holds runs of several tasks {tasks}; report them from separate roots")
   primary = runs[0]["primary_metric"]
-  metrics = sorted({m for r in runs for m in r["metrics"] if m not in SKIP_METRICS})
+  metrics = sorted({m for r in runs for m in r["metrics"]
+                   if m not in SKIP_METRICS and not m.startswith(report_stats.ROBUST_PREFIX)})
   metrics = [primary] + [m for m in metrics if m != primary]
   sign = 1.0 if lower_is_better(primary) else -1.0
   variants = sorted(group_variants(runs),
@@ -233,6 +236,20 @@ def build_report(root: str, out_prefix: str | None = None) -> Report:
       "",
       f"![{primary} per variant]({os.path.basename(paths['png'])})",
   ]
+  robust = report_stats.robustness_table(variants, primary)
+  compared = [primary] + ([f"{report_stats.ROBUST_MEAN}/{primary}"] if robust else [])
+  comparisons = report_stats.comparisons_table(variants, compared,
+                                               lambda m: not lower_is_better(m))
+  if comparisons:
+    lines += ["", "### The paper's comparisons, paired over seeds", "",
+              "A = the reference model, B = it with one mechanism changed; runs with the same "
+              "seed are paired. `reading`: the 95% t interval of A − B excludes 0 (A or B "
+              f"better) or not (within noise). `{report_stats.ROBUST_MEAN}/{primary}`: the mean "
+              "over the robustness corruptions.", "", comparisons]
+  if robust:
+    lines += ["", f"### Robustness: `{primary}` under corruptions", "",
+              "Each cell: mean ± sample std over seeds, on the eval set corrupted as named "
+              "(`multimodal_gru/evaluate/robustness.py`); clean = no corruption.", "", robust]
   note = _pending_note(root, variants)
   if note:
     lines += ["", note]

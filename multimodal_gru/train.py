@@ -25,6 +25,7 @@ from flax.training import train_state as train_state_lib
 from input_pipeline import pipeline
 from multimodal_gru import checkpointing, evaluate, objective, optim, sharding, summary
 from multimodal_gru import workdir as workdir_lib
+from multimodal_gru.evaluate import robustness
 from multimodal_gru.models import augment
 from multimodal_gru.models.model import build_model
 
@@ -159,8 +160,12 @@ def _train_and_evaluate(config, workdir: str, is_chief: bool) -> dict[str, Any]:
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_mesh_batch_sizes(config.train, mesh)
   if config.data.generate_demo:
-    from multimodal_gru import demo_data
-    demo_data.ensure_demo_dataset(config.data.dir)
+    from multimodal_gru import demo_data, demo_data_v2
+    generators = {"v1": demo_data, "v2": demo_data_v2}
+    if config.data.demo_generator not in generators:
+      raise ValueError(f"config.data.demo_generator={config.data.demo_generator!r}: one of "
+                       f"{sorted(generators)}")
+    generators[config.data.demo_generator].ensure_demo_dataset(config.data.dir)
   # Framing of the train shards (a CRC pass would cost an epoch), every record of the eval ones.
   data_check = {"train": pipeline.check_split(config, config.data.train_split),
                 "eval": pipeline.check_split(config, config.data.eval_split, full_crc=True)}
@@ -250,6 +255,9 @@ def _train_and_evaluate(config, workdir: str, is_chief: bool) -> dict[str, Any]:
         t_log = time.time()   # eval time is not training throughput
     if not eval_metrics:   # num_steps=0, or resumed at the final step: evaluate the restored state
       eval_metrics = run_eval(step)
+    eval_metrics.update(robustness.evaluate_all(   # {} unless config.eval.robustness
+        config, eval_step, state, lambda: pipeline.create_eval_batches(config), to_global,
+        writer=writer, step=step))
     checkpointing.wait_until_finished(manager)
   finally:
     checkpointing.wait_until_finished(manager, quiet=True)

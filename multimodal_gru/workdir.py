@@ -39,14 +39,14 @@ CONFIG_FILE = "config.json"
 
 # Fields that may change between the runs of one workdir: loop lengths and
 # intervals, evaluation batching, input-reading parallelism, the device mesh
-# (checkpoints restore on any mesh) and the bad-record policy (its error
-# message suggests rerunning with skip_bad_records=True). A trailing "." is a
-# prefix.
+# (checkpoints restore on any mesh), the bad-record policy (its error
+# message suggests rerunning with skip_bad_records=True) and the extra
+# evaluations (config.eval: robustness). A trailing "." is a prefix.
 HARMLESS_FIELDS = (
     "train.num_steps", "train.eval_every", "train.log_every", "train.checkpoint_every",
     "train.keep_checkpoints", "train.eval_batch_size", "train.allow_config_change",
     "data.read_threads", "data.worker_count", "data.worker_buffer_size",
-    "data.skip_bad_records", "data.generate_demo", "mesh.",
+    "data.skip_bad_records", "data.generate_demo", "mesh.", "eval.",
 )
 
 
@@ -173,11 +173,14 @@ def _harmless(field: str) -> bool:
 
 
 def config_diff(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-  """'field: recorded -> now' for every non-harmless field that differs (flat dicts)."""
-  missing = "<absent>"
-  return [f"{k}: {json.dumps(recorded.get(k, missing))} -> {json.dumps(now.get(k, missing))}"
-          for k in sorted(set(recorded) | set(now))
-          if not _harmless(k) and recorded.get(k, missing) != now.get(k, missing)]
+  """'field: recorded -> now' for every non-harmless field that differs (flat dicts).
+
+  Fields on one side only (added to or removed from the code since the workdir
+  was recorded) are not compared: a code update alone never blocks a resume.
+  """
+  return [f"{k}: {json.dumps(recorded[k])} -> {json.dumps(now[k])}"
+          for k in sorted(set(recorded) & set(now))
+          if not _harmless(k) and recorded[k] != now[k]]
 
 
 def check_config(workdir: str, config) -> bool:

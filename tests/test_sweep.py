@@ -275,11 +275,12 @@ def test_failing_point_is_reported_and_sweep_goes_on(tmp_path, capsys):
   assert status == 1, out + err
   lines = out.splitlines()
   failed = next(line for line in lines if "FAILED" in line)
-  assert runs[0].name in failed and "DataNotFoundError" in failed and "exit 1" in failed
+  assert runs[0].name in failed and "no_data' does not exist" in failed and "exit 1" in failed
   assert any(line.startswith("[2/2] skip") and "clip_accuracy=0.7500" in line for line in lines)
   state = json.loads((root / "sweep.json").read_text())
   assert [(p["status"], p["returncode"]) for p in state["points"]] == [("failed", 1), ("done", None)]
-  assert "DataNotFoundError" in (root / runs[0].name / "train.log").read_text()
+  log = (root / runs[0].name / "train.log").read_text()
+  assert "does not exist. Prepare a dataset" in log and "Traceback" not in log   # one clear line
   assert (root / "report.md").exists()   # the finished point is reported
 
 

@@ -1,7 +1,7 @@
 r"""Frame-level evaluation of a trained run: the challenge's score and its submission files.
 
   python -m multimodal_gru.evaluate --workdir=RUN [--split=eval|test] [--checkpoint=STEP] \
-      [--frame_list=SAMPLE.txt] [--out=DIR]
+      [--frame_list=SAMPLE.txt] [--out=DIR] [--robustness]
 
 Runs the run's checkpoint (default the newest) over every window of the split
 of its config.data.dir, maps the step outputs onto every frame of every video
@@ -43,6 +43,7 @@ from multimodal_gru import predict
 from multimodal_gru import sharding
 from multimodal_gru import evaluate
 from multimodal_gru.evaluate import plots
+from multimodal_gru.evaluate import robustness
 from multimodal_gru.evaluate import submission
 from multimodal_gru.evaluate import video
 from multimodal_gru.models.model import build_model
@@ -138,17 +139,38 @@ def define_flags() -> None:
   flags.DEFINE_float("frame_count_tolerance", 0.01, "How far (fraction of a video's frames, "
                      "at least 5) a --frame_list may be from our frame count.")
   flags.DEFINE_integer("num_plots", 4, "Videos in frame_predictions.png.")
+  flags.DEFINE_bool("robustness", False, "Also score the windows under config.eval's "
+                    "corruptions (robustness.py): OUT/robustness.json, and robust/* in "
+                    "results.json for the eval split. Data without video metadata (the demo) "
+                    "get this part only.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.robustness:
+    try:
+      robust = robustness.evaluate_workdir(paths.resolve(FLAGS.workdir), FLAGS.split,
+                                           FLAGS.checkpoint,
+                                           paths.resolve(FLAGS.out) if FLAGS.out else None)
+    except (predict.PredictError, shards.DataNotFoundError, FileNotFoundError) as e:
+      print(f"evaluate: {e}", file=sys.stderr)
+      sys.exit(2)
+    for key, value in sorted({**robust["metrics"], **robust["robust"]}.items()):
+      print(f"{key} = {value:.4f}")
+    print("\n".join(robust["files"]))
   try:
     result = run(paths.resolve(FLAGS.workdir), FLAGS.split, FLAGS.checkpoint,
                  paths.resolve(FLAGS.frame_list) if FLAGS.frame_list else None,
                  paths.resolve(FLAGS.out) if FLAGS.out else None, FLAGS.frame_count_tolerance,
                  FLAGS.num_plots)
-  except (predict.PredictError, video.NoVideoMetadata, submission.SubmissionError,
+  except video.NoVideoMetadata as e:
+    if not FLAGS.robustness:
+      print(f"evaluate: {e}", file=sys.stderr)
+      sys.exit(2)
+    print(f"evaluate: no video-level metrics ({e})", file=sys.stderr)
+    return
+  except (predict.PredictError, submission.SubmissionError,
           shards.DataNotFoundError, FileNotFoundError) as e:
     print(f"evaluate: {e}", file=sys.stderr)   # a run or data problem: no usage text
     sys.exit(2)
