@@ -15,7 +15,8 @@ from multimodal_gru import export, predict, train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module", params=["classification", "regression"])
+@pytest.fixture(scope="module",
+                params=["classification", pytest.param("regression", marks=pytest.mark.slow)])
 def exported_run(request, tiny_demo_dir, tmp_path_factory):
   """(workdir, export dir, config) of a tiny trained run, exported for the CPU."""
   root = tmp_path_factory.mktemp(f"export_{request.param}")
