@@ -216,3 +216,28 @@ def test_online_eval(run, streamer, tmp_path):  # noqa: F811
   predictions = logits.argmax(-1)
   np.testing.assert_allclose(result["online"]["step_accuracy"],
                              (predictions == hop["labels"]).mean(), atol=1e-9)
+
+
+def test_online_eval_of_generated_demo_clips(tmp_path):
+  """Demo clips are streams of their own: a clip's last image step sees the whole clip online."""
+  from conftest import tiny_config
+  from multimodal_gru import demo_data, train
+  from multimodal_gru.stream import evaluate as online_eval
+  data = demo_data.ensure_demo_dataset(str(tmp_path / "demo"), num_train=32, num_eval=12,
+                                       num_shards=1)
+  config = tiny_config(data)
+  config.train.num_steps = config.train.eval_every = config.train.checkpoint_every = 2
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  result = online_eval.evaluate_online(workdir, hop_seconds=0)
+  assert result["num_videos"] == result["num_clips"] == 12
+  assert result["window_seconds"] == demo_data.DURATION_S
+  assert result["offline"]["step_accuracy"] == pytest.approx(
+      json.load(open(os.path.join(workdir, "results.json")))["metrics"]["step_accuracy"])
+  clips = online_eval.read_split(predict.load_run_config(workdir), "eval")
+  params, _ = predict.restore_params(workdir, config)
+  scores = online_eval.step_scores(config, predict.Predictor(config, params), clips, 0.0,
+                                   demo_data.DURATION_S, 0.0, 1e6, clip_is_video=True)
+  last = np.r_[scores["video"][1:] != scores["video"][:-1], True]   # each clip's last step
+  np.testing.assert_allclose(scores["online"][last], scores["offline"][last], atol=1e-5)
+  assert not np.allclose(scores["online"][~last], scores["offline"][~last], atol=1e-3)

@@ -9,7 +9,7 @@ Online, as `python -m multimodal_gru.stream` does, a step at time t is scored
 at the first hop end e > t (e = k * hop_seconds; hop_seconds=0: e = t, the
 step itself being the last one seen) from the trailing window [e - W, e) of
 its video's features: the windows of each video are stitched back into one
-stream by their timestamps, and the window takes the image steps and
+stream by their timestamps (a generated demo clip is a stream of its own), and the window takes the image steps and
 keyframes in it and the video segments that ended before e. Both score the
 same labelled steps with metrics.py (classification: accuracy, macro F1, ROC
 AUC, AP over steps; regression: CCC, MSE per dimension).
@@ -77,13 +77,14 @@ def _check(clips: Sequence[record_format.Clip], modalities: Sequence[str], split
 
 def step_scores(config, predictor: predict.Predictor, clips: Sequence[record_format.Clip],
                 hop_seconds: float, window_seconds: float, segment_seconds: float,
-                video_fps: float) -> dict[str, np.ndarray]:
+                video_fps: float, clip_is_video: bool = False) -> dict[str, np.ndarray]:
   """Per labelled image step (every clip, every step < max_steps.image), flattened:
 
     times [N], offline and online: step logits [N, K] (regression: step va [N, 2]),
     labels [N] (regression: va [N, 2]), valid [N] bool, video [N] (index of its video).
   `segment_seconds`: first to last target of a video segment, sampled at `video_fps` (a
   segment spans its centre -/+ half of it, within half a target period).
+  `clip_is_video`: every clip is a stream of its own (the generated demo clips).
   """
   task, modalities = config.task, tuple(config.data.modalities)
   key = "step_logits" if task == "classification" else "step_va"
@@ -91,7 +92,7 @@ def step_scores(config, predictor: predict.Predictor, clips: Sequence[record_for
   offline = predictor(list(clips))[key]
   by_video = collections.defaultdict(list)
   for i, c in enumerate(clips):
-    by_video[c.video_id or c.source or c.clip_id].append(i)
+    by_video[c.clip_id if clip_is_video else (c.video_id or c.source or c.clip_id)].append(i)
   out = collections.defaultdict(list)
   windows, wanted = [], []   # online windows to score; (window, position, output row)
   for v, (name, members) in enumerate(sorted(by_video.items())):
@@ -164,19 +165,24 @@ def evaluate_online(workdir: str, hop_seconds: float = 1.0, split: str | None = 
   config = predict.load_run_config(workdir)
   split = split or config.data.eval_split
   info = shards.read_dataset_info(config.data.dir)
-  if "extraction" not in info:
-    raise OnlineEvalError(f"{config.data.dir} records no feature extraction (demo data?): its "
-                          "steps have no stream times to put back in order.")
-  extraction = info["extraction"]["config"]
-  video = extraction["video"]
-  segment_seconds = (video["segment_frames"] - 1) / video["fps"]
-  window_seconds = float(extraction["window_seconds"])
+  clip_is_video = "extraction" not in info and "demo_stamp" in info
+  if clip_is_video:   # generated demo: each clip is an 8 s stream, video steps are instants
+    from multimodal_gru import demo_data
+    window_seconds, segment_seconds, video_fps = demo_data.DURATION_S, 0.0, 1e6
+  elif "extraction" in info:
+    extraction = info["extraction"]["config"]
+    video = extraction["video"]
+    segment_seconds = (video["segment_frames"] - 1) / video["fps"]
+    window_seconds, video_fps = float(extraction["window_seconds"]), float(video["fps"])
+  else:
+    raise OnlineEvalError(f"{config.data.dir} records no feature extraction: its steps have "
+                          "no stream times to put back in order.")
   clips = read_split(config, split)
   _check(clips, config.data.modalities, split)
   params, step = predict.restore_params(workdir, config)
   predictor = predict.Predictor(config, params, batch_size)
   scores = step_scores(config, predictor, clips, hop_seconds, window_seconds, segment_seconds,
-                       float(video["fps"]))
+                       video_fps, clip_is_video)
   offline, online = _metrics(config, scores, "offline"), _metrics(config, scores, "online")
   result = {
       "run": workdir, "checkpoint_step": step, "split": split, "task": config.task,
