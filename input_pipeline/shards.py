@@ -93,6 +93,44 @@ def write_split(out_dir: str, split: str, clips: Iterable[record_format.Clip],
   return paths
 
 
+def merge_parts(out_dir: str, split: str, part_dirs: list[str]) -> list[str]:
+  """Moves the shards of `split` from each of `part_dirs` into `out_dir` as one split.
+
+  The parts (each written by `write_split`, e.g. one per process) keep their
+  order: part 0's shards come first. Empty shards are dropped unless every
+  shard is empty. The shards are renamed to `{split}-{i}-of-{n}` with their
+  indexes (a rename keeps the mtime the index checks), stale shards of `split`
+  in `out_dir` are removed and the merged `{split}.shards.json` is written last.
+  Returns the shard paths.
+  """
+  found = []
+  for d in part_dirs:
+    manifest = read_manifest(d, split)
+    if manifest is None:
+      raise DataNotFoundError(f"{manifest_path(d, split)} does not exist: that part of split "
+                              f"{split!r} was not written; run the extraction again.")
+    found += [(os.path.join(d, name), entry) for name, entry in sorted(manifest.items())]
+  kept = [f for f in found if f[1]["records"]] or found[:1]
+  os.makedirs(out_dir, exist_ok=True)
+  paths = [os.path.join(out_dir, _shard_name(split, i, len(kept))) for i in range(len(kept))]
+  if os.path.exists(manifest_path(out_dir, split)):   # never describes other shards
+    os.remove(manifest_path(out_dir, split))
+  for old in _existing_shards(out_dir, split):
+    if old not in paths:
+      os.remove(old)
+      if os.path.exists(tfrecord.index_path(old)):
+        os.remove(tfrecord.index_path(old))
+  for (source, _), path in zip(kept, paths):
+    os.replace(source, path)
+    if os.path.exists(tfrecord.index_path(source)):
+      os.replace(tfrecord.index_path(source), tfrecord.index_path(path))
+    tfrecord.load_index(path)   # checks (or rebuilds) the moved index
+  _write_json(manifest_path(out_dir, split), {
+      "version": _MANIFEST_VERSION, "split": split,
+      "shards": {os.path.basename(p): entry for (_, entry), p in zip(kept, paths)}})
+  return paths
+
+
 def read_manifest(data_dir: str, split: str) -> dict[str, dict[str, int]] | None:
   """{shard file name: {"records", "bytes"}} as written; None for a split written without it."""
   path = manifest_path(local_data_dir(data_dir), split)

@@ -86,6 +86,29 @@ def write_split(data_dir: str, split: str, videos: Iterable[VideoFrames]) -> str
   return final
 
 
+def merge_parts(data_dir: str, split: str, part_dirs: list[str]) -> str:
+  """Replaces DIR/frames/{split}/ with the union of that folder in each of `part_dirs`
+  (moved, not copied); returns the folder. Two parts naming one video is an error."""
+  final = split_dir(data_dir, split)
+  tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+  os.makedirs(tmp)
+  for part in part_dirs:
+    source = split_dir(part, split)
+    for root, _, names in os.walk(source):
+      for name in names:
+        relative = os.path.relpath(os.path.join(root, name), source)
+        target = os.path.join(tmp, relative)
+        if os.path.exists(target):
+          raise ValueError(f"two parts of split {split!r} both hold {relative} "
+                           f"({part} and an earlier one)")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(os.path.join(root, name), target)
+  if os.path.exists(final):
+    shutil.rmtree(final)
+  os.replace(tmp, final)
+  return final
+
+
 def read_split(data_dir: str, split: str) -> dict[str, VideoFrames]:
   """video_id -> VideoFrames of DIR/frames/{split}/ ({} if the folder does not exist)."""
   folder = split_dir(data_dir, split)

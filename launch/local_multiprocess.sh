@@ -3,6 +3,9 @@
 # a multi-host run in miniature (each process sees K CPU devices).
 #
 #   launch/local_multiprocess.sh N CONFIG WORKDIR [--config.KEY=VALUE ...]
+#   launch/local_multiprocess.sh N --module=MODULE [FLAGS ...]   # any entry point, e.g.
+#       --module=multimodal_gru.extract --videos=DIR --out=DIR [--config.KEY=VALUE ...]
+#       --module=multimodal_gru.prepare --dataset=dvd --manual_dir=DIR --out=DIR
 #
 # Environment: DEVICES_PER_PROCESS=K (default 2), MGRU_COORDINATOR_PORT (default:
 # a free port), PYTHON (default python), DRY_RUN=1 prints the commands.
@@ -10,12 +13,22 @@
 # exits non-zero. Output lines are prefixed with [pI].
 set -euo pipefail
 
-if (( $# < 3 )); then
-  echo "usage: $0 N CONFIG WORKDIR [--config.KEY=VALUE ...]" >&2
+usage="usage: $0 N CONFIG WORKDIR [--config.KEY=VALUE ...] | $0 N --module=MODULE [FLAGS ...]"
+if [[ "${2:-}" == --module=* ]]; then
+  num_processes="$1" module="${2#--module=}"
+  shift 2
+  module_args=("$@")
+elif (( $# >= 3 )); then
+  num_processes="$1" module=multimodal_gru.main
+  module_args=("--config=$2" "--workdir=$3" "${@:4}")
+else
+  echo "$usage" >&2
   exit 2
 fi
-num_processes="$1" config="$2" workdir="$3"
-shift 3
+if ! [[ "$module" =~ ^[A-Za-z_][A-Za-z0-9_.]*$ ]]; then
+  echo "error: --module must be a Python module name, got '$module'" >&2
+  exit 2
+fi
 if ! [[ "$num_processes" =~ ^[1-9][0-9]*$ ]]; then
   echo "error: N must be a positive integer, got '$num_processes'" >&2
   exit 2
@@ -31,7 +44,7 @@ for (( i = 0; i < num_processes; i++ )); do
        "XLA_FLAGS=${XLA_FLAGS:-} --xla_force_host_platform_device_count=$devices"
        "MGRU_COORDINATOR=localhost:$port" "MGRU_NUM_PROCESSES=$num_processes"
        "MGRU_PROCESS_ID=$i"
-       "$python" -m multimodal_gru.main "--config=$config" "--workdir=$workdir" "$@")
+       "$python" -m "$module" "${module_args[@]}")
   commands+=("$(printf '%q ' "${cmd[@]}")")
 done
 

@@ -6,6 +6,10 @@
   python launch/tpu_pod.py stage  NAME --zone=us-central2-b --src=gs://BUCKET/data/dvd --dest=data/dvd
   python launch/tpu_pod.py run    NAME --zone=us-central2-b --config=configs/dvd.py \
       --workdir=gs://BUCKET/runs/dvd --config.data.dir=~/data/dvd --config.train.batch_size=256
+  python launch/tpu_pod.py extract NAME --zone=us-central2-b --videos=~/videos \
+      --out=/mnt/shared/features --config.video.batch_size=64     # multimodal_gru.extract
+  python launch/tpu_pod.py prepare NAME --zone=us-central2-b --dataset=dvd \
+      --manual_dir=~/dvd --out=/mnt/shared/dvd                    # multimodal_gru.prepare
   python launch/tpu_pod.py logs   NAME --zone=us-central2-b --dest=./tpu_logs
   python launch/tpu_pod.py delete NAME --zone=us-central2-b
 
@@ -99,9 +103,13 @@ def stage_commands(args) -> list[list[str]]:
                          f"{shlex.quote(args.src)} {dest}")]
 
 
-def train_remote_command(args) -> str:
-  main = [f"{args.venv}/bin/python", "-m", "multimodal_gru.main", f"--config={args.config}",
-          f"--workdir={args.workdir}", *args.overrides]
+# Subcommands that run a module of the project on every worker, with its flags passed through.
+MODULES = {"extract": "multimodal_gru.extract", "prepare": "multimodal_gru.prepare"}
+
+
+def module_remote_command(args, module: str, module_args: list[str]) -> str:
+  """Runs `python -m module module_args` on a worker, logged to ~/logs (see `logs`)."""
+  main = [f"{args.venv}/bin/python", "-m", module, *module_args]
   log = f"{REMOTE_LOG_DIR}/worker_$(hostname).log"
   # MGRU_DISTRIBUTED=auto: JAX finds the pod's workers from the TPU metadata.
   train = f"cd {shlex.quote(args.remote_dir)} && MGRU_DISTRIBUTED=auto {shlex.join(main)}"
@@ -111,8 +119,17 @@ def train_remote_command(args) -> str:
   return f"set -o pipefail; mkdir -p {REMOTE_LOG_DIR} && ({train}) 2>&1 | tee ~/{log}"
 
 
+def train_remote_command(args) -> str:
+  return module_remote_command(args, "multimodal_gru.main", [
+      f"--config={args.config}", f"--workdir={args.workdir}", *args.overrides])
+
+
 def run_commands(args) -> list[list[str]]:
   return [_ssh_all(args, train_remote_command(args))]
+
+
+def module_commands(args) -> list[list[str]]:
+  return [_ssh_all(args, module_remote_command(args, MODULES[args.command], args.overrides))]
 
 
 def logs_commands(args) -> list[list[str]]:
@@ -208,6 +225,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--workdir", required=True, help="shared by all workers, e.g. gs://BUCKET/run")
   p.add_argument("--detach", action="store_true",
                  help="run in the background on the workers (collect output with `logs`)")
+  for command, module in MODULES.items():
+    p = sub.add_parser(command, parents=[common, remote], help=f"{module} on every worker",
+                       epilog=f"Every further flag goes to `python -m {module}`; --out must be "
+                              "a folder all workers share (e.g. a Filestore or gcsfuse mount).")
+    p.add_argument("--detach", action="store_true",
+                   help="run in the background on the workers (collect output with `logs`)")
   p = sub.add_parser("logs", parents=[common], help="copy every worker's logs here")
   p.add_argument("--dest", default="tpu_logs")
   sub.add_parser("stop", parents=[common], help="stop the TPU VM")
@@ -218,7 +241,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   if args.command == "create" and args.queued and args.preemptible:
     parser.error("queued resources take --spot, not --preemptible")
   args.overrides = []
-  if unknown:
+  if unknown and args.command in MODULES:
+    args.overrides = unknown
+  elif unknown:
     if args.command != "run" or not all(u.startswith("--config.") for u in unknown):
       parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = unknown
@@ -237,8 +262,9 @@ def main(argv: list[str]) -> None:
         pack_repo(REPO_ROOT, tarball)
       execute(setup_commands(args, tarball), args.dry_run)
     return
-  commands = {"create": create_commands, "stage": stage_commands, "run": run_commands, "logs": logs_commands,
-              "stop": stop_commands, "delete": delete_commands}[args.command](args)
+  commands = {"create": create_commands, "stage": stage_commands, "run": run_commands,
+              "logs": logs_commands, "stop": stop_commands, "delete": delete_commands,
+              **{m: module_commands for m in MODULES}}[args.command](args)
   execute(commands, args.dry_run)
 
 

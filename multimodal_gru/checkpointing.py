@@ -138,8 +138,28 @@ def _quiet_async_errors():
   finally:
     gc.collect()   # finalises the abandoned coroutines while their output is still collected
     sys.excepthook, sys.unraisablehook = hooks
+    drop_abandoned_read_tracebacks()
     if suppressed:
       logging.info("Suppressed %d tracebacks of abandoned checkpoint reads.", len(suppressed))
+
+
+def drop_abandoned_read_tracebacks() -> None:
+  """From now on, drops the tracebacks of orbax coroutines finalised late (up to exit).
+
+  Some abandoned reads stay referenced inside orbax until interpreter exit; only
+  coroutines of orbax's own code are dropped, everything else is reported as before.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_orbax_coroutines", False):
+    return
+
+  def hook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is None or "/orbax/" not in code.co_filename:
+      previous(unraisable)
+
+  hook.drops_orbax_coroutines = True
+  sys.unraisablehook = hook
 
 
 def _step_dir(manager: ocp.CheckpointManager, step: int) -> epath.Path:

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny demo dataset and a tiny config that trains in seconds."""
 
+import atexit
 import os
 import tempfile
 
@@ -41,3 +42,14 @@ def tiny_config(data_dir, task="classification"):
   c.train.checkpoint_every = 3
   c.optim.warmup_steps = 2
   return c
+
+
+
+def _drop_abandoned_read_tracebacks_at_exit():
+  """After pytest restored its hooks: orbax's abandoned reads finalised at exit
+  (tests/test_train_faults.py restores damaged checkpoints) are dropped, as in the trainer."""
+  from multimodal_gru import checkpointing
+  checkpointing.drop_abandoned_read_tracebacks()
+
+
+atexit.register(_drop_abandoned_read_tracebacks_at_exit)

@@ -404,3 +404,34 @@ def test_two_processes_on_localhost():
   for i, (p, (out, err)) in enumerate(zip(procs, outputs)):
     assert p.returncode == 0, err[-5000:]
     assert f"RESULT {i} 4 28.0 [[0, 4], [1, 4]]" in out, out
+
+
+# --- any entry point (extract, prepare) under every launcher ------------------------
+
+
+def test_launchers_run_extract_and_prepare_modules():
+  [cmd] = commands(tpu_pod("extract", "pod1", "--zone=z", "--videos=~/videos",
+                           "--out=/mnt/shared/f", "--config.video.batch_size=64",
+                           "--dry_run").stdout)
+  remote = shell_tokens(flag(cmd, "command"))
+  assert contains(remote, ["MGRU_DISTRIBUTED=auto", "mgru_venv/bin/python", "-m",
+                           "multimodal_gru.extract", "--videos=~/videos", "--out=/mnt/shared/f",
+                           "--config.video.batch_size=64", ")"])
+  [cmd] = commands(tpu_pod("prepare", "pod1", "--zone=z", "--dataset=dvd", "--out=/m/d",
+                           "--detach", "--dry_run").stdout)
+  remote = shell_tokens(flag(cmd, "command"))
+  assert "nohup" in remote and "multimodal_gru.prepare" in flag(cmd, "command")
+
+  result = run(["bash", os.path.join(LAUNCH, "slurm_gpu.sbatch"), "--videos=/v", "--out=/o"],
+               env=dict(DRY_RUN="1", MODULE="multimodal_gru.extract", WORKDIR=""))
+  [cmd] = commands(result.stdout)
+  assert cmd[-5:] == ["python", "-m", "multimodal_gru.extract", "--videos=/v", "--out=/o"]
+
+  result = run(["bash", LOCAL, "2", "--module=multimodal_gru.prepare", "--dataset=dvd",
+                "--out=/o"], env=dict(DRY_RUN="1", MGRU_COORDINATOR_PORT="23456"))
+  cmds = commands(result.stdout)
+  assert [c[-5:] for c in cmds] == [["python", "-m", "multimodal_gru.prepare", "--dataset=dvd",
+                                     "--out=/o"]] * 2
+  assert [c for c in cmds[1] if c.startswith("MGRU_PROCESS_ID")] == ["MGRU_PROCESS_ID=1"]
+  result = run(["bash", LOCAL, "2", "--module=bad module"], env=dict(DRY_RUN="1"), check=False)
+  assert result.returncode == 2 and "Python module name" in result.stderr

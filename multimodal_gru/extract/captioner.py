@@ -9,6 +9,7 @@ import transformers
 from transformers import modeling_flax_utils
 
 from multimodal_gru.extract import batching
+from multimodal_gru.extract import devices as devices_lib
 from multimodal_gru.extract import image_encoder
 from multimodal_gru.extract import weights
 from multimodal_gru.extract.kinetics400_labels import KINETICS400_LABELS
@@ -41,11 +42,14 @@ class ImageCaptioner:
   """FlaxVisionEncoderDecoderModel (e.g. ViT-GPT2) with jitted greedy / beam generation."""
 
   def __init__(self, name_or_path: str, max_length: int = 16, num_beams: int = 4,
-               batch_size: int = 8):
-    self.name, self.batch_size = name_or_path, batch_size
+               batch_size: int = 8, dtype: str = "float32",
+               devices: devices_lib.LocalDevices | None = None):
+    self.name, self.batch_size, self.dtype = name_or_path, batch_size, dtype
+    self.devices = devices or devices_lib.default()
     what, field = "captioning model", "captioner.model"
-    self.model, self.params = weights.load_flax_model(FlaxVisionEncoderDecoder, name_or_path,
-                                                      what, field)
+    self.model, params = weights.load_flax_model(FlaxVisionEncoderDecoder, name_or_path,
+                                                 what, field, devices_lib.compute_dtype(dtype))
+    self.params = self.devices.replicate(params)
     self.tokenizer = weights.from_pretrained(transformers.AutoTokenizer, name_or_path, what, field)
     self.preprocess = image_encoder.preprocessing(name_or_path, self.model.config.encoder, what,
                                                   field)
@@ -61,12 +65,13 @@ class ImageCaptioner:
     """[N, S, S, 3] uint8 keyframes -> N captions (`segment_logits` is unused)."""
     del segment_logits
     tokens = batching.batched(lambda x: self._generate(self.params, x), [frames],
-                              self.batch_size)
+                              self.batch_size, self.devices)
     return [c.strip() for c in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
   def info(self) -> dict:
     return {"name": weights.describe(self.name), "source": self.source,
-            "max_length": self.max_length, "num_beams": self.num_beams}
+            "max_length": self.max_length, "num_beams": self.num_beams,
+            "compute_dtype": self.dtype}
 
 
 class KineticsCaptioner:

@@ -31,7 +31,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.min_window_seconds = 1.0     # a shorter tail window is dropped (unless it is the whole video)
   c.max_seconds = 0.0            # > 0: only the first max_seconds of each video
   c.features_dtype = "float16"   # "float16" | "float32" in the records
-  c.num_shards = 4               # shards per split
+  c.num_shards = 4               # shards per split (at least one per process that has clips)
+  c.compute_dtype = "float32"    # encoders' compute: "float32" | "bfloat16" (accelerators)
+  c.decode_threads = 1           # videos decoded (and sampled) ahead of the encoders at once
+  c.prefetch_windows = 2         # decoded windows queued per decode thread (bounds memory)
   # prepare: an annotation may have this fraction (at least 5 frames) more or fewer frames than
   # the decoded video; within it, labels are cut / padded as unannotated, beyond it an error.
   c.frame_count_tolerance = 0.01

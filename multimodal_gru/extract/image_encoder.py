@@ -11,6 +11,7 @@ import numpy as np
 import transformers
 
 from multimodal_gru.extract import batching
+from multimodal_gru.extract import devices as devices_lib
 from multimodal_gru.extract import weights
 
 _CLIP_TYPES = ("clip", "clip_vision_model")
@@ -50,13 +51,17 @@ def preprocessing(name_or_path: str, vision_config, what: str, field: str) -> Pr
 class ImageEncoder:
   """Pooled output of a Flax vision model per frame, batched and jitted."""
 
-  def __init__(self, name_or_path: str, batch_size: int = 16):
-    self.name, self.batch_size = name_or_path, batch_size
+  def __init__(self, name_or_path: str, batch_size: int = 16, dtype: str = "float32",
+               devices: devices_lib.LocalDevices | None = None):
+    self.name, self.batch_size, self.dtype = name_or_path, batch_size, dtype
+    self.devices = devices or devices_lib.default()
     what, field = "image model", "image.model"
     config = weights.from_pretrained(transformers.AutoConfig, name_or_path, what, field)
     cls = (transformers.FlaxCLIPVisionModel if config.model_type in _CLIP_TYPES
            else transformers.FlaxAutoModel)
-    self.model, self.params = weights.load_flax_model(cls, name_or_path, what, field)
+    self.model, params = weights.load_flax_model(cls, name_or_path, what, field,
+                                                 devices_lib.compute_dtype(dtype))
+    self.params = self.devices.replicate(params)
     vision_config = getattr(self.model.config, "vision_config", self.model.config)
     self.preprocess = preprocessing(name_or_path, vision_config, what, field)
     self.model_class = type(self.model).__name__
@@ -67,13 +72,14 @@ class ImageEncoder:
 
   def _apply(self, params, frames: jax.Array) -> jax.Array:
     pooled = self.model(self.preprocess(frames), params=params, train=False).pooler_output
-    return pooled.reshape(pooled.shape[0], -1)   # ResNet-like poolers are [B, C, 1, 1]
+    return pooled.reshape(pooled.shape[0], -1).astype(jnp.float32)   # ResNet poolers: [B, C, 1, 1]
 
   def __call__(self, frames: np.ndarray) -> np.ndarray:
     """[N, S, S, 3] uint8 -> [N, D] float32."""
     return batching.batched(lambda x: self._forward(self.params, x), [frames],
-                            self.batch_size)
+                            self.batch_size, self.devices)
 
   def info(self) -> dict:
     return {"name": weights.describe(self.name), "class": self.model_class, "dim": self.dim,
-            "output": "pooler_output", "image_size": self.preprocess.size}
+            "output": "pooler_output", "image_size": self.preprocess.size,
+            "compute_dtype": self.dtype}

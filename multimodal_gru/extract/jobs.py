@@ -16,6 +16,7 @@ import os
 import re
 import time
 import traceback
+import uuid
 from typing import Callable, Container, Iterable, Iterator, Mapping, Sequence
 
 from absl import logging
@@ -27,10 +28,13 @@ from input_pipeline import shards
 from input_pipeline import video_frames
 from multimodal_gru.extract import decode
 from multimodal_gru.extract import pipeline
+from multimodal_gru.extract import prefetch
+from multimodal_gru.extract import progress as progress_lib
 
 MODALITIES = record_format.MODALITIES
 # Fields that do not change the features, left out of the cache fingerprint.
-_NOT_IN_FINGERPRINT = ("num_shards", "batch_size", "frame_count_tolerance")
+_NOT_IN_FINGERPRINT = ("num_shards", "batch_size", "frame_count_tolerance", "decode_threads",
+                       "prefetch_windows")
 _CACHE_VERSION = 2   # 2: timelines and video metadata
 
 
@@ -38,7 +42,8 @@ def fingerprint(extractor: pipeline.Extractor) -> str:
   """Changes with everything that changes the features, incl. a captioner fallback."""
   def strip(d):
     return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items()
-            if k not in _NOT_IN_FINGERPRINT}
+            if k not in _NOT_IN_FINGERPRINT
+            and not (k == "compute_dtype" and v == "float32")}   # caches made before the field
   key = {"config": strip(extractor.config.to_dict()), "captions": extractor.captioner.source,
          "version": _CACHE_VERSION}
   return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -69,9 +74,14 @@ def save_windows(path: str, windows: Sequence[pipeline.Window], dtype: str,
       arrays[f"{k}/{m}"] = c.features[m].astype(dtype)
       arrays[f"{k}/{m}_t"] = c.timestamps[m]
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "wb") as f:
-    np.savez(f, **arrays)
-  os.replace(path + ".tmp", path)
+  tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"   # unique: several processes write
+  try:
+    with open(tmp, "wb") as f:
+      np.savez(f, **arrays)
+    os.replace(tmp, path)   # atomic: a reader or a rerun sees the whole file or none
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def load_timeline(path: str) -> pipeline.Timeline:
@@ -105,51 +115,81 @@ class RunReport:
   done: list[decode.VideoFile]          # extracted now or found in the cache
   failed: dict[str, str]                # video_id -> why
   extracted: int = 0                    # of `done`, extracted in this run
+  frames: int = 0                       # decoded frames of the videos extracted now
+  elapsed_s: float = 0.0
+  busy_s: float = 0.0                   # in the encoders
 
-
-def _duration(seconds: float) -> str:
-  seconds = int(seconds)
-  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+  @property
+  def busy_fraction(self) -> float:
+    return self.busy_s / self.elapsed_s if self.elapsed_s else 0.0
 
 
 def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile], cache: str,
-        image_sources: Mapping[decode.VideoFile, pipeline.ImageSource] | None = None
-        ) -> RunReport:
-  """Extracts every video not yet in `cache`; logs progress with videos/s and ETA.
+        image_sources: Mapping[decode.VideoFile, pipeline.ImageSource] | None = None,
+        progress: progress_lib.Progress | None = None,
+        costs: Sequence[float] | None = None) -> RunReport:
+  """Extracts every video not yet in `cache`; logs progress (frames/s, ETA, failures).
 
-  `image_sources` gives the image stream of each video when config.image.source
-  is not "frames" (e.g. Aff-Wild2's face crops).
+  Decoding and sampling run ahead in background threads (config.decode_threads,
+  config.prefetch_windows). `image_sources` gives the image stream of each video
+  when config.image.source is not "frames" (e.g. Aff-Wild2's face crops).
+  `costs` (s of video per video, for the ETA) default to 1 per video.
   """
+  costs = [1.0] * len(videos) if costs is None else list(costs)
+  progress = progress or progress_lib.Progress(len(videos), sum(costs))
   cached = [os.path.exists(cache_file(cache, v)) for v in videos]
   report = RunReport(done=[v for v, c in zip(videos, cached) if c], failed={})
-  todo = [v for v, c in zip(videos, cached) if not c]
+  todo = [(v, cost) for v, c, cost in zip(videos, cached, costs) if not c]
+  progress.skipped(len(report.done), sum(cost for c, cost in zip(cached, costs) if c))
   if report.done:
     logging.info("%d of %d videos already extracted in %s; skipping them.", len(report.done),
                  len(videos), cache)
-  started, seconds_of_video = time.time(), 0.0
-  for n, video in enumerate(todo, 1):
-    try:
-      source = image_sources[video] if image_sources is not None else None
-      windows, timeline = extractor.extract(video.path, video.video_id, source)
-    except decode.VideoDecodeError as e:
-      report.failed[video.video_id] = str(e)
-      logging.error("Skipping %s: %s", video.path, e)
-      continue
-    except Exception as e:  # pylint: disable=broad-except  # one bad file never ends a long job
-      report.failed[video.video_id] = f"{type(e).__name__}: {e}"
-      logging.error("Skipping %s: %s\n%s", video.path, e, traceback.format_exc())
-      continue
-    save_windows(cache_file(cache, video), windows, extractor.config.features_dtype, timeline)
-    report.done.append(video)
-    report.extracted += 1
-    seconds_of_video += sum(w.end - w.start for w in windows)
-    elapsed = time.time() - started
-    logging.info("[%d/%d] %s: %d windows | %.2f videos/s, %.1f s of video/s, ETA %s", n,
-                 len(todo), video.video_id, len(windows), n / elapsed, seconds_of_video / elapsed,
-                 _duration(elapsed / n * (len(todo) - n)))
+  c = extractor.config
+  started = time.perf_counter()
+  stream = prefetch.decoded_videos(extractor, [v for v, _ in todo], image_sources,
+                                   c.get("decode_threads", 1), c.get("prefetch_windows", 2))
+  try:
+    for (video, cost), items in zip(todo, stream):
+      _extract_one(extractor, video, cost, items, cache, report, progress)
+  finally:
+    stream.close()   # stops the decoding threads (also on KeyboardInterrupt)
+  report.elapsed_s = time.perf_counter() - started
   if report.failed:
     logging.warning("%d videos failed:\n%s", len(report.failed), "\n".join(failure_list(report)))
   return report
+
+
+def _extract_one(extractor: pipeline.Extractor, video: decode.VideoFile, cost: float,
+                 items: prefetch.VideoWindows, cache: str, report: RunReport,
+                 progress: progress_lib.Progress) -> None:
+  """Encodes one video's prefetched windows into the cache; a failure is recorded."""
+  c = extractor.config
+  busy, windows = 0.0, []
+  try:
+    for sampled in items:
+      start = time.perf_counter()
+      windows.append(extractor.encode(sampled, video.video_id, video.path))
+      busy += time.perf_counter() - start
+    timeline = pipeline.Timeline(np.asarray(items.timeline, np.float64))
+    for w in windows:
+      w.clip = pipeline.with_video_meta(w.clip, timeline)
+    save_windows(cache_file(cache, video), windows, c.features_dtype, timeline)
+  except Exception as e:  # pylint: disable=broad-except  # one bad file never ends a long job
+    reason = str(e) if isinstance(e, decode.VideoDecodeError) else f"{type(e).__name__}: {e}"
+    items.drain()
+    report.failed[video.video_id] = reason
+    trace = "" if isinstance(e, decode.VideoDecodeError) else "\n" + traceback.format_exc()
+    logging.error("Skipping %s: %s%s", video.path, reason, trace)
+    report.busy_s += busy
+    progress.video_done(cost, 0, busy, failed=True)
+    return
+  frames = timeline.num_frames
+  report.done.append(video)
+  report.extracted += 1
+  report.frames += frames
+  report.busy_s += busy
+  logging.info("%s: %d windows, %d frames", video.video_id, len(windows), frames)
+  progress.video_done(cost, frames, busy)
 
 
 def failure_list(report: RunReport, video_ids: Container[str] | None = None) -> list[str]:
@@ -189,6 +229,31 @@ class SplitStats:
       self.va.append(clip.va[valid])
     return clip
 
+  def state(self) -> tuple[dict, np.ndarray]:
+    """(JSON-able counters, [V, 2] valid valence-arousal steps): what `merged` needs."""
+    va = np.concatenate(self.va) if self.va else np.zeros((0, 2), np.float32)
+    return {"clips": self.clips, "steps": self.steps, "image_steps": self.image_steps,
+            "classes": {str(k): v for k, v in self.classes.items()},
+            "step_classes": {str(k): v for k, v in self.step_classes.items()},
+            "has_va": bool(self.va)}, va
+
+  @classmethod
+  def merged(cls, states: Iterable[tuple[dict, np.ndarray]]) -> SplitStats:
+    """The stats of the union of the splits whose `state()`s are given (e.g. per process)."""
+    out = cls()
+    for counters, va in states:
+      out.clips += counters["clips"]
+      out.image_steps += counters["image_steps"]
+      for m, s in counters["steps"].items():
+        out.steps[m].extend(s)
+      for mine, theirs in ((out.classes, counters["classes"]),
+                           (out.step_classes, counters["step_classes"])):
+        for k, v in theirs.items():
+          mine[int(k)] = mine.get(int(k), 0) + v
+      if counters["has_va"]:
+        out.va.append(np.asarray(va))
+    return out
+
   def summary(self) -> dict:
     out = {"clips": self.clips, "steps": {
         m: {"min": int(np.min(s)), "mean": round(float(np.mean(s)), 2), "max": int(np.max(s))}
@@ -217,22 +282,25 @@ def write_split(out_dir: str, split: str, cache: str, videos: Sequence[decode.Vi
                 to_clips: Callable[[decode.VideoFile, pipeline.Window], list[record_format.Clip]],
                 config: ml_collections.ConfigDict,
                 frame_labels: Mapping[decode.VideoFile, Mapping[str, np.ndarray | None]]
-                | None = None) -> dict:
+                | None = None, stats: SplitStats | None = None,
+                num_shards: int | None = None) -> dict:
   """Writes the clips `to_clips` makes of each cached window of `videos` (may be none).
 
   Also writes the split's frame files (`input_pipeline.video_frames`): per video
   and scored id in `frame_labels[video]` ({id: per-frame labels or None}; default
   {video.video_id: None}), the video's frame times and those labels.
-  Returns the split's stats for dataset_info.json.
+  Returns the split's stats for dataset_info.json (also gathered in `stats` if
+  given). `num_shards` defaults to config.num_shards.
   """
   def clips():
     for video, window in cached_windows(cache, videos):
       yield from to_clips(video, window)
 
   count = sum(1 for _ in clips())
-  stats = SplitStats()
+  stats = SplitStats() if stats is None else stats
   paths = shards.write_split(out_dir, split, (stats.add(c) for c in clips()),
-                             max(1, min(config.num_shards, count)), config.features_dtype)
+                             max(1, min(num_shards or config.num_shards, count)),
+                             config.features_dtype)
   def frames():
     for video in videos:
       times = load_timeline(cache_file(cache, video)).times

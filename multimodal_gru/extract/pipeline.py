@@ -39,6 +39,24 @@ class Window:
   image_frames: np.ndarray   # [T_image] frame index behind each image step
 
 
+@dataclasses.dataclass
+class SampledWindow:
+  """The encoders' inputs of one window: only the frames they read, not the whole window."""
+  index: int
+  start: float
+  end: float
+  segments: np.ndarray             # [S, T, H, W, 3] uint8 I3D segments
+  centres: np.ndarray              # [S] segment centre times
+  image_frames: np.ndarray         # [T_image, H, W, 3] uint8
+  image_times: np.ndarray          # [T_image]
+  image_frame_indices: np.ndarray  # [T_image] frame index behind each image step
+  key_frames: np.ndarray           # [K, H, W, 3] uint8 keyframes (captioned)
+  key_times: np.ndarray            # [K]
+  key_segments: np.ndarray         # [K] segment behind each keyframe
+  frame_range: tuple[int, int]     # first and last frame index of the window
+  num_frames: int                  # decoded frames in the window
+
+
 # frame indices [T] -> [T, S, S, 3] uint8 images for the image stream (e.g. face crops).
 ImageSource = Callable[[np.ndarray], np.ndarray]
 FRAMES = "frames"   # config.image.source: the image stream reads the decoded frames
@@ -72,20 +90,21 @@ class Extractor:
     if config.video.encoder not in VIDEO_ENCODERS:
       raise ValueError(f"video.encoder must be one of {sorted(VIDEO_ENCODERS)}, "
                        f"got {config.video.encoder!r}")
+    dtype = config.get("compute_dtype", "float32")
     self.video = VIDEO_ENCODERS[config.video.encoder](config.video.batch_size,
-                                                      config.video.input_size)
-    self.image = image_encoder.ImageEncoder(config.image.model, config.image.batch_size)
-    self.captioner = self._make_captioner(config.captioner)
+                                                      config.video.input_size, dtype)
+    self.image = image_encoder.ImageEncoder(config.image.model, config.image.batch_size, dtype)
+    self.captioner = self._make_captioner(config.captioner, dtype)
     self.text = text_encoder.SentenceEncoder(config.text.model, config.text.max_length,
-                                             config.text.batch_size)
+                                             config.text.batch_size, dtype)
 
   @staticmethod
-  def _make_captioner(cfg: ml_collections.ConfigDict):
+  def _make_captioner(cfg: ml_collections.ConfigDict, dtype: str = "float32"):
     if cfg.model == config_lib.KINETICS:
       return captioner_lib.KineticsCaptioner(cfg.kinetics_top_k)
     try:
       return captioner_lib.ImageCaptioner(cfg.model, cfg.max_length, cfg.num_beams,
-                                          cfg.batch_size)
+                                          cfg.batch_size, dtype)
     except weights.WeightsNotFoundError as e:
       if not cfg.fallback_to_kinetics:
         raise
@@ -108,15 +127,21 @@ class Extractor:
     The clips carry clip/video_id and image/frame_index, not yet the frame
     count (`extract` adds it).
     """
+    video_id = video_id or os.path.splitext(os.path.basename(path))[0]
+    for sampled in self.sampled_windows(path, image_source, timeline):
+      yield self.encode(sampled, video_id, path)
+
+  def sampled_windows(self, path: str, image_source: ImageSource | None = None,
+                      timeline: list[float] | None = None) -> Iterator[SampledWindow]:
+    """Decodes and samples a video window by window (no encoder runs; thread-safe)."""
     c = self.config
     if (image_source is None) != (c.image.get("source", FRAMES) == FRAMES):
       raise ValueError(f"config.image.source={c.image.get('source', FRAMES)!r} needs "
                        f"{'an' if image_source is None else 'no'} image_source for {path}")
-    video_id = video_id or os.path.splitext(os.path.basename(path))[0]
     stride = c.get("window_stride_seconds", 0.0) or c.window_seconds
     for w in decode.iter_windows(path, c.frame_size, c.window_seconds, c.min_window_seconds,
                                  c.max_seconds, stride, timeline):
-      yield self._encode_window(w, video_id, path, image_source)
+      yield self.sample(w, image_source)
 
   def extract(self, path: str, video_id: str | None = None,
               image_source: ImageSource | None = None) -> tuple[list[Window], Timeline]:
@@ -132,12 +157,11 @@ class Extractor:
     """All windows of one video as `Clip`s (no labels)."""
     return [w.clip for w in self.extract(path, video_id)[0]]
 
-  def _encode_window(self, w: decode.DecodedWindow, video_id: str, path: str,
-                     image_source: ImageSource | None) -> Window:
+  def sample(self, w: decode.DecodedWindow, image_source: ImageSource | None) -> SampledWindow:
+    """The frames each encoder needs from one decoded window (CPU only)."""
     c = self.config
     segments, centres = sampling.video_segments(w.times, w.start, w.end, c.video.fps,
                                                 c.video.segment_frames, c.video.segment_stride)
-    video_features, logits = self.video(w.frames[segments])
     steps = sampling.frames_at_rate(w.times, w.start, w.end, c.image.fps)
     image_frames = (w.frames[steps] if image_source is None
                     else image_source(w.frame_indices[steps]))
@@ -145,16 +169,23 @@ class Extractor:
     keys = steps[sampling.select_keyframes(w.times[steps], sampling.change_scores(w.frames[steps]),
                                            k.max_count, k.threshold, k.min_gap_seconds,
                                            k.max_gap_seconds)]
-    key_segments = sampling.nearest_frames(centres, w.times[keys])   # segment behind each keyframe
-    captions = self.captioner(w.frames[keys], logits[key_segments])
+    return SampledWindow(
+        w.index, w.start, w.end, w.frames[segments], centres, image_frames, w.times[steps],
+        w.frame_indices[steps], w.frames[keys], w.times[keys],
+        sampling.nearest_frames(centres, w.times[keys]),   # segment behind each keyframe
+        (int(w.frame_indices[0]), int(w.frame_indices[-1])), len(w.times))
+
+  def encode(self, s: SampledWindow, video_id: str, path: str) -> Window:
+    """Runs the encoders on one sampled window."""
+    video_features, logits = self.video(s.segments)
+    captions = self.captioner(s.key_frames, logits[s.key_segments])
     clip = record_format.Clip(
-        clip_id=f"{video_id}-w{w.index:04d}", source=path,
-        features={"video": video_features, "image": self.image(image_frames),
+        clip_id=f"{video_id}-w{s.index:04d}", source=path,
+        features={"video": video_features, "image": self.image(s.image_frames),
                   "text": self.text(captions)},
-        timestamps={"video": centres, "image": w.times[steps], "text": w.times[keys]},
-        captions=captions, video_id=video_id, frame_index=w.frame_indices[steps])
-    frame_range = (int(w.frame_indices[0]), int(w.frame_indices[-1]))
-    return Window(clip, w.index, w.start, w.end, frame_range, w.frame_indices[steps])
+        timestamps={"video": s.centres, "image": s.image_times, "text": s.key_times},
+        captions=captions, video_id=video_id, frame_index=s.image_frame_indices)
+    return Window(clip, s.index, s.start, s.end, s.frame_range, s.image_frame_indices)
 
   def info(self) -> dict[str, Any]:
     """The dataset_info.json entries that describe this extraction."""

@@ -19,6 +19,7 @@ import numpy as np
 import transformers
 
 from multimodal_gru.extract import batching
+from multimodal_gru.extract import devices as devices_lib
 from multimodal_gru.extract import weights
 
 _LENGTH_BUCKETS = (16, 32, 64, 128, 256, 512)
@@ -43,20 +44,23 @@ def _l2_normalize(x: jax.Array) -> jax.Array:
 class SentenceEncoder:
   """Captions -> [N, D] float32, batched and jitted (lengths padded to a few buckets)."""
 
-  def __init__(self, name_or_path: str, max_length: int = 64, batch_size: int = 32):
-    self.name, self.batch_size = name_or_path, batch_size
+  def __init__(self, name_or_path: str, max_length: int = 64, batch_size: int = 32,
+               dtype: str = "float32", devices: devices_lib.LocalDevices | None = None):
+    self.name, self.batch_size, self.dtype = name_or_path, batch_size, dtype
+    self.devices = devices or devices_lib.default()
+    compute = devices_lib.compute_dtype(dtype)
     what, field = "text model", "text.model"
     config = weights.from_pretrained(transformers.AutoConfig, name_or_path, what, field)
     self.tokenizer = weights.from_pretrained(transformers.AutoTokenizer, name_or_path, what, field)
     self.is_clip = config.model_type == "clip"
     if self.is_clip:
       self.model, self.params = weights.load_flax_model(transformers.FlaxCLIPModel, name_or_path,
-                                                        what, field)
+                                                        what, field, compute)
       self.pooling, self.normalize = "clip_projection", True
       limit = config.text_config.max_position_embeddings
     else:
       self.model, self.params = weights.load_flax_model(transformers.FlaxAutoModel, name_or_path,
-                                                        what, field)
+                                                        what, field, compute)
       pooling = (_read_json(name_or_path, "1_Pooling/config.json")
                  or {"pooling_mode_mean_tokens": True})
       modes = [m for m in ("mean", "cls", "max") if pooling.get(f"pooling_mode_{m}_tokens")]
@@ -67,6 +71,7 @@ class SentenceEncoder:
       self.normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
       limit = (_read_json(name_or_path, "sentence_bert_config.json") or {}).get(
           "max_seq_length", config.max_position_embeddings)
+    self.params = self.devices.replicate(self.params)
     self.max_length = min(max_length, limit)
     self.model_class = type(self.model).__name__
     self._forward = jax.jit(self._apply)
@@ -87,6 +92,7 @@ class SentenceEncoder:
         x = hidden[:, 0]
       else:
         x = jnp.where(mask > 0, hidden, -1e9).max(1)
+    x = x.astype(jnp.float32)
     return _l2_normalize(x) if self.normalize else x
 
   def __call__(self, texts: Sequence[str]) -> np.ndarray:
@@ -98,9 +104,9 @@ class SentenceEncoder:
     ids = pad(tokens["input_ids"], self.tokenizer.pad_token_id or 0).astype(np.int32)
     mask = pad(tokens["attention_mask"], 0).astype(np.int32)
     return batching.batched(lambda i, m: self._forward(self.params, i, m), [ids, mask],
-                            self.batch_size)
+                            self.batch_size, self.devices)
 
   def info(self) -> dict:
     return {"name": weights.describe(self.name), "class": self.model_class, "dim": self.dim,
             "pooling": self.pooling, "l2_normalized": self.normalize,
-            "max_length": self.max_length}
+            "max_length": self.max_length, "compute_dtype": self.dtype}

@@ -83,8 +83,11 @@ def from_pretrained(cls: Any, name_or_path: str, what: str, field: str, **kwargs
         f"Cannot load the {what} from {where}: {type(e).__name__}: {e}\n{fix}") from e
 
 
-def load_flax_model(cls: Any, name_or_path: str, what: str, field: str) -> tuple[Any, Any]:
+def load_flax_model(cls: Any, name_or_path: str, what: str, field: str,
+                    dtype: Any = None) -> tuple[Any, Any]:
   """(model, params on device), without Flax's random init wherever possible.
+
+  `dtype` (e.g. jnp.bfloat16) is the model's compute dtype; params stay float32.
 
   transformers builds a randomly initialised model op by op before loading
   (seconds to tens of seconds of compilation on CPU) unless `_do_init=False`;
@@ -93,27 +96,29 @@ def load_flax_model(cls: Any, name_or_path: str, what: str, field: str) -> tuple
   slow way.
   """
   path = resolve(name_or_path)
+  kwargs = {} if dtype is None else {"dtype": dtype}
   if (os.path.isfile(os.path.join(path, "model.safetensors"))
       and not os.path.isfile(os.path.join(path, "flax_model.msgpack"))):
-    model, params = _convert_safetensors(cls, path, what, field)
+    model, params = _convert_safetensors(cls, path, what, field, **kwargs)
     if params is not None:
       return model, jax.device_put(params)
   try:
-    model, params = from_pretrained(cls, name_or_path, what, field, _do_init=False)
+    model, params = from_pretrained(cls, name_or_path, what, field, _do_init=False, **kwargs)
   except WeightsNotFoundError as e:
     if "_do_init" not in str(e.__cause__):
       raise
-    model = from_pretrained(cls, name_or_path, what, field)
+    model = from_pretrained(cls, name_or_path, what, field, **kwargs)
     params = model.params
   return model, jax.device_put(params)
 
 
-def _convert_safetensors(cls: Any, folder: str, what: str, field: str) -> tuple[Any, Any]:
+def _convert_safetensors(cls: Any, folder: str, what: str, field: str,
+                         **kwargs) -> tuple[Any, Any]:
   """(model, params) from a folder's PyTorch-format model.safetensors; params None if the
   model has batch statistics (left to transformers)."""
   config = from_pretrained(transformers.AutoConfig, folder, what, field)
-  model = (cls.from_config(config, _do_init=False) if hasattr(cls, "from_config")
-           else cls(config, _do_init=False))
+  model = (cls.from_config(config, _do_init=False, **kwargs) if hasattr(cls, "from_config")
+           else cls(config, _do_init=False, **kwargs))
   shapes = flax.core.unfreeze(model.params_shape_tree)
   if "batch_stats" in shapes:
     return model, None

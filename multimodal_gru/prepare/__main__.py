@@ -12,6 +12,11 @@ wrong layout) this prints how to obtain them and exits with status 2. The
 frame-level scores) and {out}/dataset_info.json; finished videos are cached in
 {out}/extract_cache/ and skipped on a rerun. --image_source=cropped_aligned
 (Aff-Wild2) feeds the image stream from the organisers' face crops.
+
+Under several processes (launch/local_multiprocess.sh --module=multimodal_gru.prepare,
+SLURM with MODULE=multimodal_gru.prepare, launch/tpu_pod.py prepare) each
+extracts a balanced share of the videos and process 0 merges the splits; --out
+must be a folder every process shares.
 """
 
 import os
@@ -39,6 +44,8 @@ _IMAGE_SOURCE = flags.DEFINE_enum(
 
 def main(argv):
   del argv
+  from multimodal_gru.extract import processes  # pylint: disable=g-import-not-at-top
+  procs = processes.current()   # jax.distributed first, when launched that way
   dataset = DATASETS[_DATASET.value]
   manual_dir = paths.resolve(_MANUAL_DIR.value)   # None stays None
   out = paths.resolve(_OUT.value)
@@ -48,7 +55,9 @@ def main(argv):
     print(f"Cannot prepare {dataset.NAME}: {problem}.\n\n{dataset.INSTRUCTIONS}", file=sys.stderr)
     sys.exit(2)
   from multimodal_gru.prepare import build  # pylint: disable=g-import-not-at-top  # slow import
-  info = build.build(_DATASET.value, manual_dir, out, _CONFIG.value)
+  info = build.build(_DATASET.value, manual_dir, out, _CONFIG.value, procs)
+  if procs.index:
+    return
   for split, s in info["splits"].items():
     print(f"{split}: {s['clips']} clips from {s['videos']} videos, {len(s['failed'])} failed, "
           f"labels {s.get('labels', {})}")
