@@ -109,10 +109,11 @@ MODULES = {"extract": "multimodal_gru.extract", "prepare": "multimodal_gru.prepa
 
 def module_remote_command(args, module: str, module_args: list[str]) -> str:
   """Runs `python -m module module_args` on a worker, logged to ~/logs (see `logs`)."""
-  main = [f"{args.venv}/bin/python", "-m", module, *module_args]
+  python = "~/" + shlex.quote(f"{args.venv}/bin/python")   # the venv is relative to home
   log = f"{REMOTE_LOG_DIR}/worker_$(hostname).log"
   # MGRU_DISTRIBUTED=auto: JAX finds the pod's workers from the TPU metadata.
-  train = f"cd {shlex.quote(args.remote_dir)} && MGRU_DISTRIBUTED=auto {shlex.join(main)}"
+  train = (f"cd {shlex.quote(args.remote_dir)} && MGRU_DISTRIBUTED=auto {python} "
+           f"{shlex.join(['-m', module, *module_args])}")
   if args.detach:
     return (f"mkdir -p {REMOTE_LOG_DIR} && nohup bash -c {shlex.quote(train)} "
             f"> {log} 2>&1 < /dev/null &")

@@ -2,6 +2,7 @@
 
 import atexit
 import os
+import sys
 import tempfile
 
 # One persistent XLA compilation cache for the session (and the subprocesses it starts):
@@ -48,8 +49,9 @@ def tiny_config(data_dir, task="classification"):
 def _drop_abandoned_read_tracebacks_at_exit():
   """After pytest restored its hooks: orbax's abandoned reads finalised at exit
   (tests/test_train_faults.py restores damaged checkpoints) are dropped, as in the trainer."""
-  from multimodal_gru import checkpointing
-  checkpointing.drop_abandoned_read_tracebacks()
+  checkpointing = sys.modules.get("multimodal_gru.checkpointing")   # no imports at exit
+  if checkpointing is not None:
+    checkpointing.drop_abandoned_read_tracebacks()
 
 
 atexit.register(_drop_abandoned_read_tracebacks_at_exit)

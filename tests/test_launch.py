@@ -114,7 +114,7 @@ def test_tpu_run_dry_run():
   remote = shell_tokens(remote_command)
   assert contains(remote, ["set", "-o", "pipefail", ";"])
   assert contains(remote, [
-      "MGRU_DISTRIBUTED=auto", "mgru_venv/bin/python", "-m", "multimodal_gru.main",
+      "MGRU_DISTRIBUTED=auto", "~/mgru_venv/bin/python", "-m", "multimodal_gru.main",
       "--config=configs/affwild2.py", "--workdir=gs://bucket/run 1",
       "--config.train.batch_size=256", "--config.model.fusion=gated", ")"])
   assert contains(remote, ["(", "cd", "multimodal_gru", "&&"])
@@ -414,7 +414,7 @@ def test_launchers_run_extract_and_prepare_modules():
                            "--out=/mnt/shared/f", "--config.video.batch_size=64",
                            "--dry_run").stdout)
   remote = shell_tokens(flag(cmd, "command"))
-  assert contains(remote, ["MGRU_DISTRIBUTED=auto", "mgru_venv/bin/python", "-m",
+  assert contains(remote, ["MGRU_DISTRIBUTED=auto", "~/mgru_venv/bin/python", "-m",
                            "multimodal_gru.extract", "--videos=~/videos", "--out=/mnt/shared/f",
                            "--config.video.batch_size=64", ")"])
   [cmd] = commands(tpu_pod("prepare", "pod1", "--zone=z", "--dataset=dvd", "--out=/m/d",
