@@ -20,6 +20,7 @@ previous checkpoints stay intact.
 import contextlib
 import gc
 import json
+import logging as pylogging
 import re
 import sys
 from typing import Any, Sequence
@@ -160,6 +161,17 @@ def drop_abandoned_read_tracebacks() -> None:
 
   hook.drops_orbax_coroutines = True
   sys.unraisablehook = hook
+  asyncio_logger = pylogging.getLogger("asyncio")   # "Task exception was never retrieved"
+  if not any(isinstance(f, _DropOrbaxTasks) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_DropOrbaxTasks())
+
+
+class _DropOrbaxTasks(pylogging.Filter):
+  """Drops asyncio's reports of orbax read tasks abandoned after a failed restore."""
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not (message.startswith("Task exception was never retrieved") and "/orbax/" in message)
 
 
 def _step_dir(manager: ocp.CheckpointManager, step: int) -> epath.Path:

@@ -40,13 +40,12 @@ from input_pipeline import pipeline
 from input_pipeline import shards
 from multimodal_gru import paths
 from multimodal_gru import predict
-from multimodal_gru import sharding
 from multimodal_gru import evaluate
 from multimodal_gru.evaluate import plots
 from multimodal_gru.evaluate import robustness
+from multimodal_gru.evaluate import run as run_lib
 from multimodal_gru.evaluate import submission
 from multimodal_gru.evaluate import video
-from multimodal_gru.models.model import build_model
 
 
 def _write_predictions(folder: str, task: str, p: video.VideoPrediction) -> None:
@@ -73,17 +72,12 @@ def run(workdir: str, split: str = "eval", checkpoint: int | None = None,
         frame_list: str | None = None, out: str | None = None, tolerance: float = 0.01,
         num_plots: int = 4) -> dict:
   """Evaluates (see the module doc); returns {metrics, per_video, files}."""
-  config = predict.load_run_config(workdir)
+  run_ = run_lib.restore_run(workdir, checkpoint)
+  config, params, step = run_.config, run_.params, run_.step
+  eval_step, to_global = run_.eval_step, run_.to_global
   data_split = config.data.eval_split if split == "eval" else split
   out = out or os.path.join(workdir, f"eval_{split}")
   wanted = submission.read_frame_list(frame_list) if frame_list else None
-  mesh = sharding.make_mesh(config.mesh)
-  params, step = predict.restore_params(workdir, config, checkpoint)
-  model = build_model(config)
-  eval_step = jax.jit(
-      lambda p, b: evaluate.eval_outputs(config, model.apply({"params": p}, b, train=False), b),
-      out_shardings=sharding.replicated(mesh))
-  to_global = lambda b: sharding.make_global_batch(b, mesh)
   predictions = video.predict_frames(config, eval_step, params, to_global, data_split)
   metrics, per_video = video.scores(config, predictions)
   window_metrics = {}

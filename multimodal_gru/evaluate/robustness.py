@@ -198,17 +198,13 @@ def evaluate_workdir(workdir: str, split: str = "eval", checkpoint: int | None =
   Returns {"step", "metrics" (clean), "robust", "files"}.
   """
   from input_pipeline import pipeline
-  from multimodal_gru import predict, sharding, summary
-  from multimodal_gru.models.model import build_model
-  config = with_eval_defaults(predict.load_run_config(workdir))
+  from multimodal_gru import predict, summary
+  from multimodal_gru.evaluate import run as run_lib
+  run_ = run_lib.restore_run(workdir, checkpoint,
+                             with_eval_defaults(predict.load_run_config(workdir)))
+  config, params, step = run_.config, run_.params, run_.step
+  eval_step, to_global = run_.eval_step, run_.to_global
   data_split = config.data.eval_split if split == "eval" else split
-  mesh = sharding.make_mesh(config.mesh)
-  params, step = predict.restore_params(workdir, config, checkpoint)
-  model = build_model(config)
-  eval_step = jax.jit(
-      lambda p, b: evaluate.eval_outputs(config, model.apply({"params": p}, b, train=False), b),
-      out_shardings=sharding.replicated(mesh))
-  to_global = lambda b: sharding.make_global_batch(b, mesh)
   make_batches = lambda: pipeline.create_eval_batches(config, split=data_split)
   clean = evaluate.evaluate(config, eval_step, params, make_batches(), to_global)
   is_chief = jax.process_index() == 0
