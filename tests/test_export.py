@@ -94,6 +94,7 @@ def test_loader_needs_jax_only(exported_run, tmp_path):
     np.testing.assert_array_equal(got[k], want[k])
 
 
+@pytest.mark.slow   # two more processes that import jax and lower the model (about 25 s)
 @pytest.mark.parametrize("exported_run", ["classification"], indirect=True)
 def test_command_line_and_missing_run(exported_run, tmp_path):
   workdir = exported_run[0]

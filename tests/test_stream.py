@@ -218,6 +218,7 @@ def test_online_eval(run, streamer, tmp_path):  # noqa: F811
                              (predictions == hop["labels"]).mean(), atol=1e-9)
 
 
+@pytest.mark.slow   # trains a run of its own (about 50 s)
 def test_online_eval_of_generated_demo_clips(tmp_path):
   """Demo clips are streams of their own: a clip's last image step sees the whole clip online."""
   from conftest import tiny_config
