@@ -161,7 +161,7 @@ def drop_abandoned_read_tracebacks() -> None:
 
   hook.drops_orbax_coroutines = True
   sys.unraisablehook = hook
-  asyncio_logger = pylogging.getLogger("asyncio")   # "Task exception was never retrieved"
+  asyncio_logger = pylogging.getLogger("asyncio")   # "Task/Future exception was never retrieved"
   if not any(isinstance(f, _DropOrbaxTasks) for f in asyncio_logger.filters):
     asyncio_logger.addFilter(_DropOrbaxTasks())
 
@@ -171,7 +171,8 @@ class _DropOrbaxTasks(pylogging.Filter):
 
   def filter(self, record):
     message = record.getMessage()
-    return not (message.startswith("Task exception was never retrieved") and "/orbax/" in message)
+    return not ("exception was never retrieved" in message.split("\n", 1)[0]
+                and ("/orbax/" in message or "OCDBT database" in message))
 
 
 def _step_dir(manager: ocp.CheckpointManager, step: int) -> epath.Path:
