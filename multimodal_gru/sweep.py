@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import fcntl
 import importlib.util
 import inspect
 import json
@@ -51,6 +50,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from multimodal_gru import grid, paths
+from multimodal_gru import workdir as workdir_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_FILE = "sweep.json"
@@ -290,12 +290,15 @@ def write_sweep_file(root: str, config_arg: str, flag_overrides: Sequence[str], 
 def _exclusive(root: str) -> Iterator[None]:
   """Holds ROOT/.sweep.lock so that two local sweeps never train the same points."""
   os.makedirs(root, exist_ok=True)
-  with open(os.path.join(root, ".sweep.lock"), "w") as lock:
-    try:
-      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise SweepError(f"another sweep is running in {root}") from None
+  lock = workdir_lib.WorkdirLock(root, lock_file=".sweep.lock", holder="sweep")
+  try:
+    lock.acquire()
+  except workdir_lib.WorkdirError as e:
+    raise SweepError(f"another sweep is running in {root}: {e}") from None
+  try:
     yield
+  finally:
+    lock.release()
 
 
 # --- local launcher ---------------------------------------------------------------------

@@ -107,9 +107,11 @@ class WorkdirLock:
   when another trainer has the lock. A no-op for remote workdirs.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, lock_file: str = LOCK_FILE, holder: str = "trainer"):
+    """`lock_file` in `workdir`; `holder` names who holds it in the error ("trainer", "sweep")."""
     self.workdir = str(workdir)
-    self.path = os.path.join(self.workdir, LOCK_FILE)
+    self.path = os.path.join(self.workdir, lock_file)
+    self._what = holder
     self._fd = None
 
   def acquire(self) -> None:
@@ -123,7 +125,7 @@ class WorkdirLock:
     except BlockingIOError:
       os.close(fd)
       raise WorkdirError(
-          f"Another trainer is using {self.workdir}: {self._holder()} (from {self.path}). "
+          f"Another {self._what} is using {self.workdir}: {self._holder()} (from {self.path}). "
           "Wait for it to finish or stop it, or give this run another --workdir.") from None
     holder = dict(pid=os.getpid(), host=socket.gethostname(),
                   started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
