@@ -1,9 +1,11 @@
 """Whole-pipeline extraction runs of `python -m multimodal_gru.extract` (for extraction.py).
 
 Each run is the real command in subprocesses, its throughput read from the
-progress lines: frames/s of the extraction loop (models loaded before it; the
-first video includes XLA compilation), and the steady frames/s after each
-process's first video (summed over processes), from the per-video log lines:
+progress lines: frames/s of the extraction loop (models loaded and every
+encoder's batch shapes compiled before it: `Extractor.warm_up`), the steady
+frames/s after each process's first video (summed over processes), from the
+per-video log lines, and the whole command's wall time (start-up, warm-up,
+loop, merge):
 
   processes   1 process pinned to one core (taskset) vs 2 processes pinned to one
               core each, joined by jax.distributed (MGRU_COORDINATOR...), on the
@@ -32,6 +34,7 @@ from multimodal_gru.extract import sample_videos
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _VIDEO_DONE = re.compile(r"^I\d{4} (\d\d):(\d\d):([\d.]+) .*\] (\S+): \d+ windows, (\d+) frames$",
                          re.M)
+_WARM_UP = re.compile(r"Compiled the encoders for every batch shape of a window in ([\d.]+) s")
 _LINE = re.compile(r"(process \d+/\d+|all \d+ processes): videos (\d+)/(\d+) \((\d+) failed\) \| "
                    r"([\d.]+) frames/s(?: \| encoders busy (\d+)%)?")
 
@@ -77,8 +80,9 @@ def run_extract(videos: str, out: str, flags: list[str], processes: int = 1,
                 measure_rss: bool = False, timeout: float = 3600) -> dict:
   """Runs the extraction in `processes` processes (process i pinned to cores[i]).
 
-  Returns {frames_per_s, busy (fraction, process 0), wall_s, peak_rss_mib (max over
-  processes)}; raises with the output's tail if a process fails.
+  Returns {frames_per_s, steady_frames_per_s, busy (fraction, process 0), wall_s,
+  warm_up_s (process 0), peak_rss_mib (max over processes)}; raises with the output's
+  tail if a process fails.
   """
   distributed = {}
   if processes > 1:
@@ -108,9 +112,11 @@ def run_extract(videos: str, out: str, flags: list[str], processes: int = 1,
   mine = [m for m in lines if m.group(1).startswith("process")][-1]
   rss = [int(v) for text in outputs for v in re.findall(r"PEAK_RSS_KB (\d+)", text)]
   steady = [steady_frames_per_s(text) for text in outputs]
+  warm_up = _WARM_UP.search(outputs[0])
   return {"frames_per_s": float(last.group(5)), "videos": int(last.group(3)),
           "steady_frames_per_s": round(sum(steady), 2) if all(steady) else None,
           "busy": int(mine.group(6)) / 100 if mine.group(6) else None, "wall_s": round(wall, 1),
+          "warm_up_s": float(warm_up.group(1)) if warm_up else None,
           "peak_rss_mib": round(max(rss) / 1024, 1) if rss else None}
 
 
@@ -143,6 +149,7 @@ def processes_benchmark(root: str, flags: list[str], count: int, max_seconds: fl
       os.path.join(root, "proc_two")).keys()
   return {"one_process": one, "two_processes": two, "same_clips": same,
           "speedup": round(two["frames_per_s"] / one["frames_per_s"], 2),
+          "wall_speedup": round(one["wall_s"] / two["wall_s"], 2),
           "steady_speedup": round(two["steady_frames_per_s"] / one["steady_frames_per_s"], 2)}
 
 

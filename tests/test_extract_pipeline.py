@@ -21,6 +21,7 @@ from multimodal_gru.extract import jobs
 from multimodal_gru.extract import pipeline
 from multimodal_gru.extract import sample_videos
 from multimodal_gru.extract import tiny_models
+from multimodal_gru.extract import video_i3d
 
 
 def small_config(image_model: str):
@@ -126,6 +127,26 @@ def test_extract_video_and_from_dataset_info(extractor, tmp_path):
   info["dims"]["image"] = 768
   with pytest.raises(pipeline.EncoderMismatchError, match="image dim 32 != recorded 768"):
     pipeline.Extractor.from_dataset_info(info)
+
+
+def test_warm_up_compiles_every_shape_a_video_needs(tmp_path):
+  """After `warm_up`, full and short windows run without compiling I3D or the image model."""
+  c = small_config(tiny_models.save_image_model(str(tmp_path / "vit")))
+  c.video.fps, c.video.segment_stride, c.video.batch_size = 8.0, 4, 2   # 3 segments a window
+  c.video.input_size = 64       # shapes no other test compiles
+  c.image.fps, c.image.batch_size = 3.0, 4                             # 6 image steps
+  c.max_seconds = 0.0
+  extractor = pipeline.Extractor(c)
+  assert extractor.window_units() == {"video": 3, "image": 6, "captions": 3}
+  i3d_before = video_i3d.forward._cache_size()   # module-level jit: other tests' shapes too
+  assert extractor.warm_up() > 0
+  compiled = (video_i3d.forward._cache_size(), extractor.image._forward._cache_size())
+  assert compiled == (i3d_before + 2, 3)   # I3D at batch 2 and 1; the image model at 4, 2, 1
+  path = sample_videos.write_synthetic_video(str(tmp_path / "v.mp4"), seconds=5.4, fps=10)
+  windows, _ = extractor.extract(path)   # 2 s, 2 s and a 1.4 s tail
+  assert [len(w.clip.features["video"]) for w in windows] == [3, 3, 1]
+  assert [len(w.clip.features["image"]) for w in windows] == [6, 6, 5]
+  assert (video_i3d.forward._cache_size(), extractor.image._forward._cache_size()) == compiled
 
 
 @pytest.mark.slow

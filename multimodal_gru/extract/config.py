@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"    # encoders' compute: "float32" | "bfloat16" (accelerators)
   c.decode_threads = 1           # videos decoded (and sampled) ahead of the encoders at once
   c.prefetch_windows = 2         # decoded windows queued per decode thread (bounds memory)
+  c.warm_up = True               # compile every encoder's batch shapes before the first video
   # prepare: an annotation may have this fraction (at least 5 frames) more or fewer frames than
   # the decoded video; within it, labels are cut / padded as unannotated, beyond it an error.
   c.frame_count_tolerance = 0.01

@@ -34,7 +34,7 @@ from multimodal_gru.extract import progress as progress_lib
 MODALITIES = record_format.MODALITIES
 # Fields that do not change the features, left out of the cache fingerprint.
 _NOT_IN_FINGERPRINT = ("num_shards", "batch_size", "frame_count_tolerance", "decode_threads",
-                       "prefetch_windows")
+                       "prefetch_windows", "warm_up")
 _CACHE_VERSION = 2   # 2: timelines and video metadata
 
 
@@ -145,9 +145,13 @@ def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile], cache
     logging.info("%d of %d videos already extracted in %s; skipping them.", len(report.done),
                  len(videos), cache)
   c = extractor.config
-  started = time.perf_counter()
   stream = prefetch.decoded_videos(extractor, [v for v, _ in todo], image_sources,
                                    c.get("decode_threads", 1), c.get("prefetch_windows", 2))
+  if todo and c.get("warm_up", True):   # while the first videos decode
+    logging.info("Compiled the encoders for every batch shape of a window in %.1f s.",
+                 extractor.warm_up())
+  progress.start()
+  started = time.perf_counter()
   try:
     for (video, cost), items in zip(todo, stream):
       _extract_one(extractor, video, cost, items, cache, report, progress)

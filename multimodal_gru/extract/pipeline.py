@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any, Callable, Iterator, Mapping
 
 from absl import logging
@@ -11,6 +12,7 @@ import ml_collections
 import numpy as np
 
 from input_pipeline import record_format
+from multimodal_gru.extract import batching
 from multimodal_gru.extract import captioner as captioner_lib
 from multimodal_gru.extract import config as config_lib
 from multimodal_gru.extract import decode
@@ -112,6 +114,39 @@ class Extractor:
                       "set --config.captioner.fallback_to_kinetics=False to make this an error.",
                       e, cfg.kinetics_top_k, captioner_lib.KINETICS_SOURCE)
       return captioner_lib.KineticsCaptioner(cfg.kinetics_top_k)
+
+  def window_units(self) -> dict[str, int]:
+    """Most inputs one full window feeds each encoder: I3D segments, image steps, keyframes."""
+    c = self.config
+    frames = max(1, int(np.floor(c.window_seconds * c.video.fps + 1e-6)))
+    steps = max(1, int(np.ceil(c.window_seconds * c.image.fps - 1e-6)))
+    return {"video": max(1, (frames - c.video.segment_frames) // c.video.segment_stride + 1),
+            "image": steps, "captions": min(int(c.keyframes.max_count), steps)}
+
+  def warm_up(self, units: Mapping[str, int] | None = None,
+              frame_size: int | None = None) -> float:
+    """Compiles (and runs once) every encoder at each batch shape that 1..units inputs use.
+
+    `units` ({"video", "image", "captions"}: most inputs per call) defaults to one
+    window's (`window_units`), so a long job's first video runs at full speed and
+    its rate and ETA are right from the start. Returns the seconds spent.
+    """
+    start = time.perf_counter()
+    units = dict(units or self.window_units())
+    rgb = np.zeros((frame_size or self.config.frame_size,) * 2 + (3,), np.uint8)
+    def sizes(n: int, batch_size: int) -> list[int]:   # the last (padded) batch of 1..n inputs
+      return sorted({batching.batch_sizes(m, batch_size)[-1] for m in range(1, n + 1)})
+    segment = (self.config.video.segment_frames,) + rgb.shape
+    for n in sizes(units["video"], self.video.batch_size):
+      _, logits = self.video(np.zeros((n,) + segment, np.uint8))
+    for n in sizes(units["image"], self.image.batch_size):
+      self.image(np.zeros((n,) + rgb.shape, np.uint8))
+    captions = []
+    for n in sizes(units["captions"], getattr(self.captioner, "batch_size", units["captions"])):
+      captions = self.captioner(np.zeros((n,) + rgb.shape, np.uint8), np.repeat(logits[:1], n, 0))
+    for n in sizes(units["captions"], self.text.batch_size):
+      self.text((captions * n)[:n])
+    return time.perf_counter() - start
 
   @property
   def dims(self) -> dict[str, int]:

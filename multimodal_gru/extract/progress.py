@@ -59,6 +59,10 @@ class Progress:
     self.overall_every_s, self._last_overall = overall_every_s, 0.0
     self._start = time.perf_counter()
 
+  def start(self) -> None:
+    """Starts the clock of the rates and the ETA (after model loading and compilation)."""
+    self._start = time.perf_counter()
+
   def skipped(self, videos: int, cost: float) -> None:
     """Videos found in the cache count as done (no frames in this run)."""
     self.counters.done += videos

@@ -31,7 +31,6 @@ from typing import Sequence
 import numpy as np
 
 from input_pipeline import record_format
-from multimodal_gru.extract import batching
 from multimodal_gru.extract import pipeline
 from multimodal_gru.extract import sampling
 from multimodal_gru.stream import source as source_lib
@@ -244,21 +243,7 @@ class StreamFeatures:
 
   def warm_up(self, frame_size: int, hop_seconds: float) -> float:
     """Compiles every encoder at the batch shapes a hop uses; returns the seconds spent."""
-    start = time.perf_counter()
-    e, c = self.extractor, self.extractor.config
-    rgb = np.zeros((frame_size, frame_size, 3), np.uint8)
     per_hop = {"video": int(np.ceil(hop_seconds * self.video_fps / self.segment_stride)) + 1,
                "image": int(np.ceil(hop_seconds * self.image_fps)) + 1,
-               "captions": int(c.keyframes.max_count)}
-    sizes = lambda n, b: sorted(set(batching.batch_sizes(m, b)[-1] for m in range(1, n + 1)))
-    for n in sizes(per_hop["video"], e.video.batch_size):
-      _, logits = e.video(np.zeros((n, self.segment_frames) + rgb.shape, np.uint8))
-    for n in sizes(per_hop["image"], e.image.batch_size):
-      e.image(np.zeros((n,) + rgb.shape, np.uint8))
-    cap_batch = getattr(e.captioner, "batch_size", per_hop["captions"])
-    captions = []
-    for n in sizes(per_hop["captions"], cap_batch):
-      captions = e.captioner(np.zeros((n,) + rgb.shape, np.uint8), np.repeat(logits[:1], n, 0))
-    for n in sizes(per_hop["captions"], e.text.batch_size):
-      e.text((captions * n)[:n])
-    return time.perf_counter() - start
+               "captions": int(self.extractor.config.keyframes.max_count)}
+    return self.extractor.warm_up(per_hop, frame_size)
