@@ -157,6 +157,7 @@ def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile], cache
       _extract_one(extractor, video, cost, items, cache, report, progress)
   finally:
     stream.close()   # stops the decoding threads (also on KeyboardInterrupt)
+  progress.finish()
   report.elapsed_s = time.perf_counter() - started
   if report.failed:
     logging.warning("%d videos failed:\n%s", len(report.failed), "\n".join(failure_list(report)))
