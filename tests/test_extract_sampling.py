@@ -88,3 +88,12 @@ def test_batched_matches_unbatched_and_drops_padding():
   np.testing.assert_array_equal(out["sum"], x.sum(-1) + y)
   np.testing.assert_array_equal(out["first"], x[:, 0])
   assert calls == [4, 4, 4, 1]
+
+
+@pytest.mark.parametrize("max_inputs,batch,multiple,counts", [
+    (12, 8, 1, [1, 2, 3, 5]), (12, 8, 8, [1]), (4, 8, 3, [1, 3]), (3, 32, 1, [1, 2, 3])])
+def test_warm_up_counts_cover_every_batch_shape_once(max_inputs, batch, multiple, counts):
+  assert batching.warm_up_counts(max_inputs, batch, multiple) == counts
+  every = {s for n in range(1, max_inputs + 1) for s in batching.batch_sizes(n, batch, multiple)}
+  covered = [s for n in counts for s in batching.batch_sizes(n, batch, multiple)]
+  assert set(covered) == every and len(set(counts)) == len(counts)

@@ -26,6 +26,17 @@ def batch_sizes(n: int, batch_size: int, multiple: int = 1) -> list[int]:
   return sizes
 
 
+def warm_up_counts(max_inputs: int, batch_size: int, multiple: int = 1) -> list[int]:
+  """Fewest input counts whose batches cover every shape that 1..max_inputs inputs use."""
+  counts, shapes = [], set()
+  for n in range(1, max_inputs + 1):
+    last = batch_sizes(n, batch_size, multiple)[-1]
+    if last not in shapes:
+      shapes.add(last)
+      counts.append(n)
+  return counts
+
+
 def batched(fn: Callable[..., object], inputs: Sequence[np.ndarray], batch_size: int,
             devices: devices_lib.LocalDevices | None = None):
   """fn over `inputs` (all [N, ...]) in padded batches; outputs concatenated to [N, ...].

@@ -145,11 +145,11 @@ def run(extractor: pipeline.Extractor, videos: Sequence[decode.VideoFile], cache
     logging.info("%d of %d videos already extracted in %s; skipping them.", len(report.done),
                  len(videos), cache)
   c = extractor.config
-  stream = prefetch.decoded_videos(extractor, [v for v, _ in todo], image_sources,
-                                   c.get("decode_threads", 1), c.get("prefetch_windows", 2))
-  if todo and c.get("warm_up", True):   # while the first videos decode
+  if todo and c.get("warm_up", True):
     logging.info("Compiled the encoders for every batch shape of a window in %.1f s.",
                  extractor.warm_up())
+  stream = prefetch.decoded_videos(extractor, [v for v, _ in todo], image_sources,
+                                   c.get("decode_threads", 1), c.get("prefetch_windows", 2))
   progress.start()
   started = time.perf_counter()
   try:

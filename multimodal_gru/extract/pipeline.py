@@ -134,17 +134,19 @@ class Extractor:
     start = time.perf_counter()
     units = dict(units or self.window_units())
     rgb = np.zeros((frame_size or self.config.frame_size,) * 2 + (3,), np.uint8)
-    def sizes(n: int, batch_size: int) -> list[int]:   # the last (padded) batch of 1..n inputs
-      return sorted({batching.batch_sizes(m, batch_size)[-1] for m in range(1, n + 1)})
+    def counts(n: int, encoder) -> list[int]:   # one call per batch shape (device-rounded)
+      devices = getattr(encoder, "devices", None)
+      return batching.warm_up_counts(n, getattr(encoder, "batch_size", n),
+                                     devices.count if devices else 1)
     segment = (self.config.video.segment_frames,) + rgb.shape
-    for n in sizes(units["video"], self.video.batch_size):
+    for n in counts(units["video"], self.video):
       _, logits = self.video(np.zeros((n,) + segment, np.uint8))
-    for n in sizes(units["image"], self.image.batch_size):
+    for n in counts(units["image"], self.image):
       self.image(np.zeros((n,) + rgb.shape, np.uint8))
     captions = []
-    for n in sizes(units["captions"], getattr(self.captioner, "batch_size", units["captions"])):
+    for n in counts(units["captions"], self.captioner):
       captions = self.captioner(np.zeros((n,) + rgb.shape, np.uint8), np.repeat(logits[:1], n, 0))
-    for n in sizes(units["captions"], self.text.batch_size):
+    for n in counts(units["captions"], self.text):
       self.text((captions * n)[:n])
     return time.perf_counter() - start
 
